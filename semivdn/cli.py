@@ -1,0 +1,182 @@
+"""``semivdn <command>``: one door onto every step. This module only parses arguments;
+each command calls one library function (DVC stages and Kubeflow components call the
+same commands). Heavy modules are imported inside the handlers so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from semivdn.config import PROFILES, Config, ConfigError, load_config
+
+Handler = Callable[[argparse.Namespace, Config], Any]
+
+
+def _data_make(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.data.make import make_dataset
+
+    return make_dataset(cfg, Path(args.out or cfg.paths.raw))
+
+
+def _data_curate(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.data.curate import curate
+
+    return curate(cfg, Path(args.raw or cfg.paths.raw), Path(args.out or cfg.paths.curated))
+
+
+def _train(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.train import run_training
+
+    return run_training(cfg, args.variant, raw_root=Path(args.raw or cfg.paths.raw),
+                        curated=Path(args.curated or cfg.paths.curated),
+                        out_dir=Path(args.out or Path(cfg.paths.models) / args.variant),
+                        resume=args.resume, init=args.init, metrics_path=args.metrics)
+
+
+def _evaluate(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.eval.evaluate import evaluate
+
+    return evaluate(cfg, model_ref=args.model, name=args.name, split=args.split,
+                    raw_root=Path(args.raw or cfg.paths.raw), curated=Path(args.curated or cfg.paths.curated),
+                    out_dir=Path(args.out))
+
+
+def _report(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.eval.report import build_report
+
+    return build_report(cfg, eval_dirs=[Path(p) for p in args.evals], out_dir=Path(args.out or cfg.paths.reports),
+                        quality_json=Path(args.quality or Path(cfg.paths.metrics) / "quality.json"))
+
+
+def _register(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.registry import register_model
+
+    return register_model(cfg, checkpoint=Path(args.model), variant=args.variant,
+                          eval_dir=Path(args.eval) if args.eval else None, alias=args.alias)
+
+
+def _promote(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.registry import promote
+
+    return promote(cfg, version=args.version, force=args.version is not None)
+
+
+def _desnow(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.inference import desnow_video
+
+    return desnow_video(cfg, args.input, args.output, model_ref=args.model, device=args.device,
+                        tile=args.tile if args.tile is not None else cfg.inference.tile, compare=args.compare)
+
+
+def _pipeline(args: argparse.Namespace, cfg: Config) -> Any:
+    from pipelines import cli as pipeline_cli
+
+    return pipeline_cli.run(args, cfg)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--profile", choices=PROFILES, help="profile overriding params.yaml and $SEMIVDN_PROFILE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semivdn", description="Semi-supervised video desnowing (SemiVDN).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str,
+                parent: argparse._SubParsersAction = commands) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        _add_common(sub)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    data = commands.add_parser("data", help="make the embedded default data; curate raw data")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="STEP")
+    make = command("make", _data_make, "write the embedded paired synthetic set and the real stand-in set",
+                   data_commands)
+    make.add_argument("--out", help="output root (default: paths.raw)")
+    cur = command("curate", _data_curate, "scan, validate and quarantine raw data into a manifest", data_commands)
+    cur.add_argument("--raw", help="raw data root (default: paths.raw)")
+    cur.add_argument("--out", help="output folder (default: paths.curated)")
+
+    train = command("train", _train, "train one variant (M1, M2, M3, full) with MLflow tracking")
+    train.add_argument("--variant", required=True, help="a key of params.yaml variants")
+    train.add_argument("--raw", help="raw data root (default: paths.raw)")
+    train.add_argument("--curated", help="curated folder with manifest.parquet (default: paths.curated)")
+    train.add_argument("--out", help="checkpoint folder (default: paths.models/VARIANT)")
+    train.add_argument("--init", help="initial weights (default: the variant's `init` variant checkpoint)")
+    train.add_argument("--metrics", help="write the final training metrics JSON here")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+
+    ev = command("evaluate", _evaluate, "PSNR/SSIM/LPIPS on paired clips, NIMA/MUSIQ on real clips")
+    ev.add_argument("--model", required=True, help="checkpoint path, models:/NAME@ALIAS, or 'input'/'median3'")
+    ev.add_argument("--name", help="row name in reports (default: derived from --model)")
+    ev.add_argument("--split", default="test", choices=("train", "test"))
+    ev.add_argument("--raw", help="raw data root (default: paths.raw)")
+    ev.add_argument("--curated", help="curated folder (default: paths.curated)")
+    ev.add_argument("--out", required=True, help="output folder for the CSV, JSON and image grids")
+
+    rep = command("report", _report, "the ablation report (paper Table 2 layout) as Markdown and HTML")
+    rep.add_argument("evals", nargs="+", help="evaluation output folders")
+    rep.add_argument("--out", help="report folder (default: paths.reports)")
+    rep.add_argument("--quality", help="metrics JSON (default: paths.metrics/quality.json)")
+
+    reg = command("register", _register, "register a trained model in the MLflow registry")
+    reg.add_argument("--model", required=True, help="checkpoint path")
+    reg.add_argument("--variant", required=True)
+    reg.add_argument("--eval", help="evaluation folder whose metrics become tags")
+    reg.add_argument("--alias", default="candidate")
+
+    pro = command("promote", _promote, "move the `champion` alias to the candidate if it passes the gate")
+    pro.add_argument("--version", type=int, help="force this version to champion (rollback)")
+
+    des = command("desnow", _desnow, "desnow a video file or frame folder")
+    des.add_argument("input")
+    des.add_argument("-o", "--output", required=True, help="output video file or frame folder")
+    des.add_argument("--model", default="models:/semivdn@champion", help="checkpoint path or models:/NAME@ALIAS")
+    des.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    des.add_argument("--tile", type=int, help="tile size in pixels (0: whole frames)")
+    des.add_argument("--compare", action="store_true", help="write input and output side by side")
+
+    pipe = commands.add_parser("pipeline", help="compile, submit, schedule or run the Kubeflow pipeline")
+    pipe_commands = pipe.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+    comp = command("compile", _pipeline, "write the pipeline IR YAML for upload in the Kubeflow UI", pipe_commands)
+    comp.add_argument("--output", required=True)
+    sub = command("submit", _pipeline, "start a run on a Kubeflow Pipelines host", pipe_commands)
+    sub.add_argument("--host", required=True)
+    sch = command("schedule", _pipeline, "create the recurring retraining run", pipe_commands)
+    sch.add_argument("--host", required=True)
+    sch.add_argument("--cron", default="0 0 3 * * *", help="six-field cron (default: daily at 03:00)")
+    loc = command("run-local", _pipeline, "run the DAG here with kfp.local", pipe_commands)
+    loc.add_argument("--workdir", default="build/kfp-local")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.params, args.profile)
+        result = args.handler(args, cfg)
+    except ConfigError as exc:
+        print(f"semivdn: invalid params: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"semivdn: error: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(result, dict):
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+"""Typed configuration loaded from ``params.yaml``.
+
+The YAML's top-level sections are the ``demo`` profile; ``profiles:`` holds
+overrides for ``smoke`` and ``paper`` that are deep-merged on top. The result is
+validated into frozen dataclasses: an unknown key, a wrong type or a value out of
+range raises :class:`ConfigError` naming the dotted key, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PROFILES = ("demo", "smoke", "paper")
+PROFILE_ENV = "SEMIVDN_PROFILE"
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem, always naming the offending dotted key."""
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _check_range(pair: tuple[float, float], key: str, low: float = 0.0, high: float = float("inf")) -> None:
+    _require(len(pair) == 2, key, f"expected [min, max], got {list(pair)}")
+    _require(low <= pair[0] <= pair[1] <= high, key, f"expected {low} <= min <= max <= {high}, got {list(pair)}")
+
+
+@dataclass(frozen=True)
+class Paths:
+    raw: str = "data/raw"
+    curated: str = "data/curated"
+    models: str = "models"
+    metrics: str = "metrics"
+    reports: str = "reports"
+
+
+@dataclass(frozen=True)
+class MakeData:
+    height: int = 128
+    width: int = 128
+    frames: int = 12
+    train_clips: int = 14
+    test_clips: int = 4
+    real_train_clips: int = 8
+    real_test_clips: int = 4
+    fps: int = 12
+    real_format: Literal["mp4", "png"] = "mp4"
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width"):
+            _require(getattr(self, name) >= 32, f"make_data.{name}", "must be at least 32 pixels")
+        for name in ("frames", "train_clips", "test_clips", "real_train_clips", "real_test_clips", "fps"):
+            _require(getattr(self, name) >= 1, f"make_data.{name}", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class SnowParams:
+    """Knobs of the snow synthesizer (semivdn.data.synth), Eq. 1."""
+
+    flakes_per_megapixel: float = 9000.0
+    size_range: tuple[float, float] = (0.6, 4.0)
+    speed_range: tuple[float, float] = (1.5, 7.0)
+    wind_range: tuple[float, float] = (-2.0, 2.0)
+    streak_fraction: float = 0.35
+    bokeh_fraction: float = 0.05
+    opacity_range: tuple[float, float] = (0.55, 0.95)
+    haze_range: tuple[float, float] = (0.55, 0.8)
+    airlight_range: tuple[float, float] = (0.75, 0.95)
+
+    def __post_init__(self) -> None:
+        _require(self.flakes_per_megapixel >= 0, "snow.flakes_per_megapixel", "must be >= 0")
+        _check_range(self.size_range, "snow.size_range", 0.0)
+        _check_range(self.speed_range, "snow.speed_range", 0.0)
+        _check_range(self.wind_range, "snow.wind_range", -float("inf"))
+        _check_range(self.opacity_range, "snow.opacity_range", 0.0, 1.0)
+        _check_range(self.haze_range, "snow.haze_range", 0.0, 1.0)
+        _check_range(self.airlight_range, "snow.airlight_range", 0.0, 1.0)
+        for name in ("streak_fraction", "bokeh_fraction"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"snow.{name}", "must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Data:
+    frames_per_clip: int = 3
+    crop: int = 64
+    flip: bool = True
+    workers: int = 0
+    snowy_dirs: tuple[str, ...] = ("snowy", "Snow", "snow", "input")
+    clean_dirs: tuple[str, ...] = ("clean", "GT", "gt", "Clean", "target")
+
+    def __post_init__(self) -> None:
+        _require(self.frames_per_clip >= 1 and self.frames_per_clip % 2 == 1, "data.frames_per_clip",
+                 f"must be a positive odd number (centre frame), got {self.frames_per_clip}")
+        _require(self.crop >= 16, "data.crop", "must be at least 16")
+        _require(self.workers >= 0, "data.workers", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Curate:
+    max_quarantine_fraction: float = 0.3
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.max_quarantine_fraction <= 1.0, "curate.max_quarantine_fraction", "must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Weights:
+    cache_dir: str | None = None
+    allow_missing: bool = False
+
+
+@dataclass(frozen=True)
+class Model:
+    type: str = "vdn"
+    encoder: str = "convnext_atto"
+    encoder_weights: str = "none"
+    encoder_stages: int = 1
+    dim: int = 64
+    heads: int = 2
+    num_ptb: int = 1
+    experts: int = 3
+    tde: bool = True
+    mlp_ratio: float = 2.0
+    sr_ratio: int = 2
+    beta: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.encoder_stages <= 4, "model.encoder_stages", "must lie in 1..4")
+        _require(self.dim >= 8 and self.dim % self.heads == 0, "model.dim",
+                 f"must be >= 8 and divisible by model.heads ({self.heads})")
+        _require(self.heads >= 1, "model.heads", "must be >= 1")
+        _require(self.num_ptb >= 1, "model.num_ptb", "must be >= 1")
+        _require(self.experts >= 3, "model.experts", "needs at least the three physics experts S, T, A")
+        _require(self.mlp_ratio > 0, "model.mlp_ratio", "must be > 0")
+        _require(self.sr_ratio >= 1, "model.sr_ratio", "must be >= 1")
+        _require(self.beta >= 0, "model.beta", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Loss:
+    charbonnier_eps: float = 1e-3
+    perceptual: float = 0.03
+    frequency: float = 10.0
+    consistency: float = 2.0
+    contrastive: float = 0.1
+    dcp: float = 0.1
+    tv: float = 0.5
+    dcr: float = 0.1
+    dcr_eps: float = 1e-7
+    gmm_components: int = 3
+    dcr_bank: int = 16
+    vgg_weights: str = "none"
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                _require(value >= 0, f"loss.{f.name}", "must be >= 0")
+        _require(self.gmm_components >= 1, "loss.gmm_components", "must be >= 1")
+        _require(self.dcr_bank >= 1, "loss.dcr_bank", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class Train:
+    iters: int = 1200
+    batch_size: int = 4
+    lr: float = 4e-4
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    grad_clip: float = 1.0
+    ema: float = 0.99
+    mu_max: float = 1.0
+    checkpoint_every: int = 200
+    log_every: int = 20
+    val_every: int = 400
+    image_every: int = 400
+    amp: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("iters", "batch_size", "checkpoint_every", "log_every", "val_every", "image_every"):
+            _require(getattr(self, name) >= 1, f"train.{name}", "must be >= 1")
+        _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(0.0 <= self.ema < 1.0, "train.ema", "must lie in [0, 1)")
+        _require(self.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 disables clipping)")
+
+
+@dataclass(frozen=True)
+class Variant:
+    tde: bool
+    mean_teacher: bool
+    dcr: bool
+    init: str | None = None
+
+
+@dataclass(frozen=True)
+class Eval:
+    metrics_paired: tuple[str, ...] = ("psnr", "ssim", "lpips")
+    metrics_real: tuple[str, ...] = ("nima", "musiq")
+    allow_missing_weights: bool = True
+    grid_clips: int = 2
+
+
+@dataclass(frozen=True)
+class Inference:
+    tile: int = 0
+    tile_overlap: int = 16
+    batch_frames: int = 8
+
+    def __post_init__(self) -> None:
+        _require(self.tile == 0 or self.tile >= 32, "inference.tile", "must be 0 (off) or >= 32")
+        _require(self.tile_overlap >= 0, "inference.tile_overlap", "must be >= 0")
+        _require(self.batch_frames >= 1, "inference.batch_frames", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class MLflow:
+    tracking_uri: str = "sqlite:///mlruns.db"
+    artifact_location: str = "mlartifacts"
+    experiment: str = "semivdn"
+    model_name: str = "semivdn"
+
+
+@dataclass(frozen=True)
+class Promote:
+    min_psnr_gain: float = 0.0
+    max_nr_drop: float = 0.05
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint_url: str | None = None
+    bucket: str | None = None
+    prefix: str = "semivdn"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    image: str = "ghcr.io/semivdn/semivdn:0.1.0"
+    footage_uri: str = "data/incoming"
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: Literal["demo", "smoke", "paper"] = "demo"
+    seed: int = 0
+    paths: Paths = field(default_factory=Paths)
+    make_data: MakeData = field(default_factory=MakeData)
+    snow: SnowParams = field(default_factory=SnowParams)
+    real_snow: SnowParams = field(default_factory=SnowParams)
+    data: Data = field(default_factory=Data)
+    curate: Curate = field(default_factory=Curate)
+    weights: Weights = field(default_factory=Weights)
+    model: Model = field(default_factory=Model)
+    loss: Loss = field(default_factory=Loss)
+    train: Train = field(default_factory=Train)
+    variants: dict[str, Variant] = field(default_factory=dict)
+    eval: Eval = field(default_factory=Eval)
+    inference: Inference = field(default_factory=Inference)
+    mlflow: MLflow = field(default_factory=MLflow)
+    promote: Promote = field(default_factory=Promote)
+    s3: S3 = field(default_factory=S3)
+    pipeline: Pipeline = field(default_factory=Pipeline)
+
+    def variant(self, name: str) -> Variant:
+        if name not in self.variants:
+            raise ConfigError(f"variants.{name}: unknown variant; known: {sorted(self.variants)}")
+        return self.variants[name]
+
+    def model_for(self, variant: str) -> Model:
+        """The model section with the variant's architecture switch applied."""
+        return dataclasses.replace(self.model, tde=self.variant(variant).tde)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any], key: str) -> dict[str, Any]:
+    merged = dict(base)
+    for name, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(name), Mapping):
+            merged[name] = _deep_merge(merged[name], value, f"{key}.{name}")
+        else:
+            merged[name] = value
+    return merged
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a type annotation and convert YAML lists to tuples."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(annotation, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: must not be null")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {list(value)}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {annotation!r}")
+
+
+def _build(cls: type, values: Mapping[str, Any], key: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f"{key}." if key else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key; expected one of {sorted(known)}")
+    kwargs = {name: _convert(value, hints[name], f"{key}.{name}" if key else name) for name, value in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(f"{key or 'params'}: {exc}") from exc
+
+
+def config_from_dict(raw: Mapping[str, Any], profile: str | None = None) -> Config:
+    """Validate a params mapping, applying the chosen profile's overrides."""
+    raw = dict(raw)
+    profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, Mapping):
+        raise ConfigError("profiles: expected a mapping of profile name to overrides")
+    for name in profiles:
+        if name not in PROFILES:
+            raise ConfigError(f"profiles.{name}: unknown profile; expected one of {list(PROFILES)}")
+    chosen = profile or os.environ.get(PROFILE_ENV) or raw.get("profile", "demo")
+    if chosen not in PROFILES:
+        raise ConfigError(f"profile: must be one of {list(PROFILES)}, got {chosen!r}")
+    merged = _deep_merge(raw, profiles.get(chosen, {}) or {}, "profiles")
+    merged["profile"] = chosen
+    return _build(Config, merged, "")
+
+
+def load_config(path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -> Config:
+    """Load and validate ``params.yaml``; ``profile`` overrides the file and the environment."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path.resolve()}")
+    with path.open() as handle:
+        raw = yaml.safe_load(handle) or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return config_from_dict(raw, profile)
