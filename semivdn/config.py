@@ -79,9 +79,13 @@ class SnowParams:
     opacity_range: tuple[float, float] = (0.55, 0.95)
     haze_range: tuple[float, float] = (0.55, 0.8)
     airlight_range: tuple[float, float] = (0.75, 0.95)
+    aspect_range: tuple[float, float] = (1.0, 1.0)  # flake elongation (irregular clumps), random orientation
+    gust: float = 0.0  # relative variation of the wind over time (0: steady wind)
 
     def __post_init__(self) -> None:
         _require(self.flakes_per_megapixel >= 0, "snow.flakes_per_megapixel", "must be >= 0")
+        _check_range(self.aspect_range, "snow.aspect_range", 1.0)
+        _require(0.0 <= self.gust <= 1.0, "snow.gust", "must lie in [0, 1]")
         _check_range(self.size_range, "snow.size_range", 0.0)
         _check_range(self.speed_range, "snow.speed_range", 0.0)
         _check_range(self.wind_range, "snow.wind_range", -float("inf"))
@@ -111,9 +115,13 @@ class Data:
 @dataclass(frozen=True)
 class Curate:
     max_quarantine_fraction: float = 0.3
+    min_side: int = 16
+    input_psnr_range: tuple[float, float] = (5.0, 60.0)
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.max_quarantine_fraction <= 1.0, "curate.max_quarantine_fraction", "must lie in [0, 1]")
+        _require(self.min_side >= 1, "curate.min_side", "must be >= 1")
+        _check_range(self.input_psnr_range, "curate.input_psnr_range", 0.0)
 
 
 @dataclass(frozen=True)
@@ -136,8 +144,10 @@ class Model:
     mlp_ratio: float = 2.0
     sr_ratio: int = 2
     beta: float = 1e-8
+    decoder_channels: int = 32
 
     def __post_init__(self) -> None:
+        _require(self.decoder_channels >= 4, "model.decoder_channels", "must be >= 4")
         _require(1 <= self.encoder_stages <= 4, "model.encoder_stages", "must lie in 1..4")
         _require(self.dim >= 8 and self.dim % self.heads == 0, "model.dim",
                  f"must be >= 8 and divisible by model.heads ({self.heads})")

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from types import TracebackType
 
 import av
 import numpy as np
@@ -79,11 +78,11 @@ def read_image(path: Path) -> tuple[np.ndarray, str | None]:
         with Image.open(path) as image:
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(image).astype(np.uint16)
+                array = np.array(image).astype(np.uint16)
             elif image.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-                array = np.asarray(image.convert("RGB"))
+                array = np.array(image.convert("RGB"))
             else:
-                array = np.asarray(image)
+                array = np.array(image)
     except (OSError, ValueError, SyntaxError) as exc:
         raise VideoError(f"{path}: unreadable image ({exc})") from exc
     return to_rgb8(array)
@@ -121,7 +120,7 @@ class FrameReader:
     def __enter__(self) -> FrameReader:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -196,7 +195,7 @@ class FrameWriter:
     def __enter__(self) -> FrameWriter:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _open_stream(self, height: int, width: int) -> None:

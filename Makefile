@@ -1,0 +1,33 @@
+# Two set-up commands (see README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint benchmark clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --progress-bar off -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The whole pipeline on the embedded default data (demo profile): data, curation,
+# M1/M2/M3/full training, evaluation, ablation report, registration, promotion.
+demo: $(STAMP)
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -m "not slow" -q
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/inference.py --output benchmarks/results/inference.json
+
+clean:
+	rm -rf data models metrics/*.json reports/* mlruns.db mlartifacts build .pytest_cache

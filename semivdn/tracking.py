@@ -1,0 +1,43 @@
+"""MLflow set-up shared by training, evaluation and the registry.
+
+The tracking URI comes from ``$MLFLOW_TRACKING_URI`` when set (a server in a
+cluster), else ``mlflow.tracking_uri`` in params (``sqlite:///mlruns.db`` locally).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+
+from semivdn.config import Config
+
+
+def tracking_uri(cfg: Config) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.mlflow.tracking_uri
+
+
+def configure_mlflow(cfg: Config) -> str:
+    """Point MLflow at the configured store and experiment; return the experiment id."""
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    if experiment is not None:
+        mlflow.set_experiment(cfg.mlflow.experiment)
+        return experiment.experiment_id
+    location = cfg.mlflow.artifact_location
+    if "://" not in location:
+        location = Path(location).resolve().as_uri()
+    experiment_id = mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
+    mlflow.set_experiment(cfg.mlflow.experiment)
+    return experiment_id
+
+
+def git_commit() -> str:
+    """The working tree's commit (``unknown`` outside a git checkout), for run tags."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()

@@ -1,0 +1,79 @@
+"""params.yaml validation: profiles merge, unknown keys and bad values name the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from semivdn.config import ConfigError, config_from_dict, load_config
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def test_demo_is_default_and_profiles_override(raw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEMIVDN_PROFILE", raising=False)
+    demo = config_from_dict(raw)
+    paper = config_from_dict(raw, "paper")
+    assert demo.profile == "demo"
+    # the paper's settings, §4.2
+    assert (paper.data.frames_per_clip, paper.data.crop, paper.train.batch_size) == (3, 256, 4)
+    assert (paper.train.lr, paper.train.iters) == (1e-4, 300_000)
+    assert paper.loss.gmm_components == 3
+    # untouched keys keep the base value
+    assert paper.train.ema == demo.train.ema == 0.99
+
+
+def test_environment_selects_profile(raw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMIVDN_PROFILE", "smoke")
+    assert config_from_dict(raw).profile == "smoke"
+    assert config_from_dict(raw, "demo").profile == "demo"  # explicit beats the environment
+
+
+def test_load_config_reads_the_file() -> None:
+    cfg = load_config(PARAMS, "smoke")
+    assert cfg.make_data.height == 48
+    assert cfg.snow.size_range == (0.6, 4.0)  # YAML lists become typed tuples
+    assert set(cfg.variants) == {"M1", "M2", "M3", "full"}
+    assert cfg.model_for("M1").tde is False and cfg.model_for("full").tde is True
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"train": {"itrs": 5}}, "train.itrs: unknown key"),
+        ({"bogus": 1}, "bogus: unknown key"),
+        ({"train": {"iters": "many"}}, "train.iters: expected an integer"),
+        ({"train": {"lr": -1.0}}, "train.lr: must be > 0"),
+        ({"train": {"ema": 1.5}}, "train.ema"),
+        ({"data": {"frames_per_clip": 4}}, "data.frames_per_clip"),
+        ({"snow": {"haze_range": [0.9, 0.1]}}, "snow.haze_range"),
+        ({"train": {"device": "tpu"}}, "train.device: must be one of"),
+        ({"model": {"dim": 30, "heads": 4}}, "model.dim"),
+        ({"variants": {"X": {"tde": "yes", "mean_teacher": False, "dcr": False}}}, "variants.X.tde"),
+        ({"profile": "huge"}, "profile: must be one of"),
+        ({"profiles": {"tiny": {}}}, "profiles.tiny: unknown profile"),
+    ],
+)
+def test_bad_values_name_the_key(raw: dict, patch: dict, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEMIVDN_PROFILE", raising=False)
+    merged = {**raw}
+    for key, value in patch.items():
+        merged[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        config_from_dict(merged)
+
+
+def test_unknown_variant_is_an_error() -> None:
+    cfg = load_config(PARAMS, "smoke")
+    with pytest.raises(ConfigError, match=r"variants\.M9"):
+        cfg.variant("M9")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_config(tmp_path / "nope.yaml")

@@ -1,0 +1,120 @@
+"""Streaming video IO: round trips, conversions, clear errors, flat memory."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from semivdn.data.video import FrameReader, FrameWriter, VideoError, count_frames, probe, to_tensor, to_uint8
+
+
+def _frames(count: int, height: int = 32, width: int = 48) -> list[np.ndarray]:
+    # smooth content: codecs subsample chroma, so noise would not survive a round trip
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (height + width)], axis=-1)
+    return [np.roll(base, shift=i, axis=1).astype(np.uint8) for i in range(count)]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv", ".avi"])
+def test_video_round_trip_keeps_count_fps_and_size(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"clip{suffix}"
+    with FrameWriter(path, fps=12) as writer:
+        for frame in _frames(7):
+            writer.write(frame)
+    info = probe(path)
+    assert (info.frames, info.height, info.width) == (7, 32, 48)
+    assert info.fps == pytest.approx(12, rel=1e-3)
+    with FrameReader(path) as reader:
+        first = next(iter(reader))
+    assert first.dtype == np.uint8 and first.shape == (32, 48, 3)
+    # lossy but close
+    assert np.abs(first.astype(int) - _frames(1)[0].astype(int)).mean() < 6
+
+
+def test_frame_folder_round_trip_is_lossless(tmp_path: Path) -> None:
+    frames = _frames(4)
+    with FrameWriter(tmp_path / "out") as writer:
+        for frame in frames:
+            writer.write(frame)
+    with FrameReader(tmp_path / "out") as reader:
+        back = list(reader)
+    assert len(back) == 4 and all(np.array_equal(a, b) for a, b in zip(frames, back, strict=True))
+    assert count_frames(tmp_path / "out") == 4
+
+
+@pytest.mark.parametrize(
+    ("array", "mode", "note"),
+    [
+        (np.full((8, 8), 200, np.uint8), "L", "grayscale"),
+        (np.full((8, 8, 4), 200, np.uint8), "RGBA", "RGBA"),
+        (np.full((8, 8), 65535, np.uint16), "I;16", "16-bit"),
+    ],
+)
+def test_odd_pixel_formats_are_converted_and_noted(tmp_path: Path, array: np.ndarray, mode: str, note: str) -> None:
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    image = Image.fromarray(array)
+    assert image.mode == mode
+    image.save(folder / "00000.png")
+    with FrameReader(folder) as reader:
+        frame = next(iter(reader))
+        assert frame.shape == (8, 8, 3) and frame.dtype == np.uint8
+        assert note in " ".join(reader.conversions)
+    assert frame.max() in (200, 255)
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    with pytest.raises(VideoError, match="zero-byte"):
+        FrameReader(empty)
+    with pytest.raises(VideoError, match="no such file"):
+        FrameReader(tmp_path / "missing.mp4")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(VideoError, match="not a video"):
+        FrameReader(tmp_path / "notes.txt")
+    garbage = tmp_path / "bad"
+    garbage.mkdir()
+    (garbage / "00000.png").write_bytes(b"not an image")
+    with pytest.raises(VideoError, match="unreadable image"), FrameReader(garbage) as reader:
+        list(reader)
+    with pytest.raises(VideoError, match="even height and width"), FrameWriter(tmp_path / "odd.mp4") as writer:
+        writer.write(np.zeros((31, 32, 3), np.uint8))
+
+
+def test_tensor_conversion_round_trip() -> None:
+    frame = _frames(1)[0]
+    tensor = to_tensor(frame)
+    assert tensor.shape == (3, 32, 48) and float(tensor.max()) <= 1.0
+    assert np.array_equal(to_uint8(tensor), frame)
+
+
+_PEAK_RSS = """
+import resource, sys
+from semivdn.data.video import count_frames
+n = count_frames(sys.argv[1])
+print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _count_in_subprocess(path: Path) -> tuple[int, int]:
+    out = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(path)], capture_output=True, text=True, check=True)
+    frames, rss_kb = out.stdout.split()
+    return int(frames), int(rss_kb)
+
+
+def test_counting_a_10000_frame_video_keeps_memory_flat(tmp_path: Path) -> None:
+    lengths = {1_000: tmp_path / "short.mp4", 10_000: tmp_path / "long.mp4"}
+    frame = np.zeros((64, 64, 3), np.uint8)
+    for length, path in lengths.items():
+        with FrameWriter(path, fps=25) as writer:
+            for i in range(length):
+                frame[:] = i % 251
+                writer.write(frame)
+    (short_n, short_rss), (long_n, long_rss) = (_count_in_subprocess(p) for p in lengths.values())
+    assert (short_n, long_n) == (1_000, 10_000)
+    # ten times the frames, (almost) the same peak: streaming, not accumulating
+    assert long_rss < short_rss * 1.1, (short_rss, long_rss)
