@@ -223,6 +223,13 @@ class Eval:
     metrics_real: tuple[str, ...] = ("nima", "musiq")
     allow_missing_weights: bool = True
     grid_clips: int = 2
+    weights_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.grid_clips >= 0, "eval.grid_clips", "must be >= 0")
+        for name in ("metrics_paired", "metrics_real"):
+            values = getattr(self, name)
+            _require(len(set(values)) == len(values), f"eval.{name}", f"lists a metric twice: {list(values)}")
 
 
 @dataclass(frozen=True)
@@ -243,12 +250,17 @@ class MLflow:
     artifact_location: str = "mlartifacts"
     experiment: str = "semivdn"
     model_name: str = "semivdn"
+    model_cache: str | None = None
 
 
 @dataclass(frozen=True)
 class Promote:
     min_psnr_gain: float = 0.0
     max_nr_drop: float = 0.05
+
+    def __post_init__(self) -> None:
+        _require(self.min_psnr_gain >= 0, "promote.min_psnr_gain", "must be >= 0 (dB)")
+        _require(0.0 <= self.max_nr_drop <= 1.0, "promote.max_nr_drop", "must lie in [0, 1] (a relative drop)")
 
 
 @dataclass(frozen=True)
@@ -262,6 +274,11 @@ class S3:
 class Pipeline:
     image: str = "ghcr.io/semivdn/semivdn:0.1.0"
     footage_uri: str = "data/incoming"
+    train_gpus: int = 1
+    service_account: str = "semivdn-pipeline-runner"
+
+    def __post_init__(self) -> None:
+        _require(self.train_gpus >= 0, "pipeline.train_gpus", "must be >= 0")
 
 
 @dataclass(frozen=True)
