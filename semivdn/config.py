@@ -142,7 +142,7 @@ class Model:
     experts: int = 3
     tde: bool = True
     mlp_ratio: float = 2.0
-    sr_ratio: int = 2
+    sr_ratio: int = 4
     beta: float = 1e-8
     decoder_channels: int = 32
 
