@@ -6,6 +6,7 @@ cluster), else ``mlflow.tracking_uri`` in params (``sqlite:///mlruns.db`` locall
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import mlflow
 
 from semivdn.config import Config
+
+log = logging.getLogger(__name__)
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -32,6 +35,17 @@ def configure_mlflow(cfg: Config) -> str:
     experiment_id = mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
     mlflow.set_experiment(cfg.mlflow.experiment)
     return experiment_id
+
+
+def existing_run(run_id: str | None) -> str | None:
+    """``run_id`` if that run is in the current store, else None (with a warning): log to a new run instead."""
+    if not run_id:
+        return None
+    try:
+        return mlflow.get_run(run_id).info.run_id
+    except mlflow.exceptions.MlflowException:
+        log.warning("run %s is not in %s: logging to a new run", run_id, mlflow.get_tracking_uri())
+        return None
 
 
 def git_commit() -> str:

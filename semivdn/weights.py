@@ -32,11 +32,13 @@ class CorruptWeightsError(RuntimeError):
 class WeightSpec:
     name: str
     filename: str
-    cache: str  # "torch": $TORCH_HOME/hub/checkpoints; "hf:<repo>": the Hugging Face hub cache
+    cache: str  # "torch": $TORCH_HOME/hub/checkpoints; "pyiqa": $TORCH_HOME/hub/pyiqa; "hf:<repo>": the HF hub cache
     license: str
     origin: str
     sha256_prefix: str | None = None
 
+
+_PYIQA_WEIGHTS = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 
 WEIGHTS: dict[str, WeightSpec] = {
     spec.name: spec
@@ -51,6 +53,19 @@ WEIGHTS: dict[str, WeightSpec] = {
                    "https://huggingface.co/timm/convnext_tiny.fb_in1k"),
         WeightSpec("vgg16", "vgg16-397923af.pth", "torch", "BSD-3-Clause (torchvision)",
                    "https://download.pytorch.org/models/vgg16-397923af.pth", sha256_prefix="397923af"),
+        # The evaluation metrics (semivdn.eval.metrics, pyiqa 0.1.16 defaults). pyiqa's own files are read from
+        # its cache or eval.weights_dir; the backbones are read by torchvision / timm from their caches.
+        # pyiqa's filename suffixes are not documented as SHA-256 prefixes, so they are not checked.
+        WeightSpec("lpips_alex", "LPIPS_v0.1_alex-df73285e.pth", "pyiqa", "BSD-2-Clause (LPIPS)",
+                   f"{_PYIQA_WEIGHTS}/LPIPS_v0.1_alex-df73285e.pth"),
+        WeightSpec("alexnet", "alexnet-owt-7be5be79.pth", "torch", "BSD-3-Clause (torchvision)",
+                   "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256_prefix="7be5be79"),
+        WeightSpec("nima_ava", "NIMA_InceptionV2_ava-b0c77c00.pth", "pyiqa",
+                   "PolyForm-Noncommercial-1.0.0 (IQA-PyTorch)", f"{_PYIQA_WEIGHTS}/NIMA_InceptionV2_ava-b0c77c00.pth"),
+        WeightSpec("inception_resnet_v2", "model.safetensors", "hf:timm/inception_resnet_v2.tf_in1k", "Apache-2.0",
+                   "https://huggingface.co/timm/inception_resnet_v2.tf_in1k"),
+        WeightSpec("musiq_koniq", "musiq_koniq_ckpt-e95806b9.pth", "pyiqa", "Apache-2.0 (google-research MUSIQ)",
+                   f"{_PYIQA_WEIGHTS}/musiq_koniq_ckpt-e95806b9.pth"),
     )
 }
 
@@ -60,6 +75,11 @@ def torch_cache_dir() -> Path:
     torch_home = os.environ.get("TORCH_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
     return Path(torch_home) / "hub" / "checkpoints"
+
+
+def pyiqa_cache_dir() -> Path:
+    """pyiqa's weights folder (its ``DEFAULT_CACHE_DIR``: $TORCH_HOME/hub/pyiqa)."""
+    return torch_cache_dir().parent / "pyiqa"
 
 
 def hf_cache_dir() -> Path:
@@ -78,6 +98,8 @@ def expected_location(spec: WeightSpec, cache_dir: str | Path | None = None) -> 
             cache_dir) / spec.filename
     if spec.cache == "torch":
         return torch_cache_dir() / spec.filename
+    if spec.cache == "pyiqa":
+        return pyiqa_cache_dir() / spec.filename
     repo = spec.cache.removeprefix("hf:")
     return hf_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots" / "<revision>" / spec.filename
 
@@ -89,6 +111,11 @@ def _find(spec: WeightSpec, cache_dir: str | Path | None) -> Path | None:
         found = sorted(snapshots.glob(f"*/{spec.filename}")) if snapshots.is_dir() else []
         return found[-1] if found else None
     return location if location.is_file() else None
+
+
+def locate_weights(name: str, cache_dir: str | Path | None = None) -> Path | None:
+    """The file of table entry ``name`` where :func:`expected_location` says, or None when it is not there."""
+    return _find(WEIGHTS[name], cache_dir)
 
 
 def resolve_weights(name: str, setting: str, cache_dir: str | Path | None = None) -> Path | None:

@@ -1,0 +1,44 @@
+"""The metrics' table and the evaluation's file names, light to import (no torch, no pyiqa).
+
+The registry's promotion gate reads ``lower_better`` from here without loading networks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+METRIC_ORDER = ("psnr", "ssim", "lpips", "nima", "musiq")  # the columns of Tables 1 and 2
+SUMMARY_FILE = "summary.json"  # what `semivdn evaluate` writes; the report and the registry read it
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """How a metric is built from pyiqa's defaults (pyiqa/default_model_configs.py) plus ``options``.
+
+    ``lower_better`` and ``paired`` mirror pyiqa's ``lower_better`` and ``metric_mode``
+    (FR: needs the ground truth; NR: does not); a test keeps them in sync with pyiqa.
+    """
+
+    pyiqa_name: str
+    lower_better: bool
+    paired: bool
+    options: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None  # WEIGHTS entry of the network's own file (pyiqa would download it)
+    checkpoint_key: str | None = None  # key that holds the state dict inside that file
+    set_by_constructor: tuple[str, ...] = ()  # state-dict prefixes the file leaves to the constructor
+    backbone: str | None = None  # WEIGHTS entry the constructor loads through torchvision or timm
+
+
+METRICS: dict[str, MetricSpec] = {
+    "psnr": MetricSpec("psnr", lower_better=False, paired=True, options={"test_y_channel": False}),
+    "ssim": MetricSpec("ssim", lower_better=False, paired=True, options={"test_y_channel": False}),
+    "lpips": MetricSpec("lpips", lower_better=True, paired=True, options={"pretrained": False},
+                        checkpoint="lpips_alex", set_by_constructor=("net.", "lins.", "scaling_layer."),
+                        backbone="alexnet"),
+    "nima": MetricSpec("nima", lower_better=False, paired=False, options={"pretrained": False},
+                       checkpoint="nima_ava", checkpoint_key="params", backbone="inception_resnet_v2"),
+    "musiq": MetricSpec("musiq", lower_better=False, paired=False, options={"pretrained": False},
+                        checkpoint="musiq_koniq"),
+}

@@ -1,0 +1,203 @@
+"""The MLflow registry: pyfunc model, registration tags, the champion gate, rollback, concurrency."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from semivdn.config import Config, Model
+from semivdn.inference import desnow_clip
+from semivdn.models import create_model, load_checkpoint, save_checkpoint
+from semivdn.registry import _gain, _lock_path, download_model, gate, promote, register_model
+from semivdn.tracking import configure_mlflow
+
+TINY_MODEL = Model(dim=16, heads=2, decoder_channels=8)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, smoke_cfg: Config) -> Iterator[tuple[Config, Path]]:
+    """The smoke config on a private sqlite MLflow store, and a tiny M2 checkpoint with a training run."""
+    root = tmp_path_factory.mktemp("registry")
+    cfg = dataclasses.replace(smoke_cfg, mlflow=dataclasses.replace(
+        smoke_cfg.mlflow, tracking_uri=f"sqlite:///{root / 'mlruns.db'}", artifact_location=str(root / "artifacts"),
+        model_cache=str(root / "cache")))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", cfg.mlflow.tracking_uri)  # restored after the module
+        configure_mlflow(cfg)
+        with mlflow.start_run(run_name="train-M2") as run:
+            pass
+        torch.manual_seed(0)
+        save_checkpoint(root / "M2" / "model.safetensors", create_model(TINY_MODEL), TINY_MODEL,
+                        meta={"variant": "M2", "mlflow_run_id": run.info.run_id, "data_hash": "d4t4"})
+        yield cfg, root
+
+
+def _named(cfg: Config, model_name: str) -> Config:
+    """One registered model per test, so tests do not share champions."""
+    return dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow, model_name=model_name))
+
+
+def _register(cfg: Config, root: Path, psnr: float | None, nima: float | None = 4.2,
+              musiq: float | None = 50.0) -> int:
+    folder = root / "evals" / f"{cfg.mlflow.model_name}-{psnr}-{nima}-{musiq}"
+    folder.mkdir(parents=True, exist_ok=True)
+    values = {"psnr": psnr, "ssim": 0.9, "lpips": None, "nima": nima, "musiq": musiq}
+    summary = {"name": "M2", "split": "test", "frames": 6, **values,
+               "unavailable": {m: "weights missing" for m, v in values.items() if v is None}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return register_model(cfg, root / "M2" / "model.safetensors", "M2", folder)["version"]
+
+
+def _champion(cfg: Config) -> int:
+    aliases = MlflowClient(cfg.mlflow.tracking_uri).get_registered_model(cfg.mlflow.model_name).aliases
+    return int(aliases["champion"])
+
+
+def _metrics(psnr: float | None, nima: float | None = 4.2, musiq: float | None = 50.0) -> dict[str, float | None]:
+    return {"psnr": psnr, "ssim": 0.9, "lpips": 0.1, "nima": nima, "musiq": musiq}
+
+
+def test_gate_promotes_a_better_candidate_and_rejects_a_worse_one(smoke_cfg: Config) -> None:
+    better = gate(_metrics(25.0), _metrics(24.0), smoke_cfg)
+    assert better.promoted and "gain +1.0000" in better.reasons[0]
+    worse = gate(_metrics(23.5), _metrics(24.0), smoke_cfg)
+    assert not worse.promoted and "gain -0.5000" in worse.reasons[0]
+
+
+def test_gate_tie_keeps_the_champion_and_min_gain_applies(smoke_cfg: Config) -> None:
+    assert smoke_cfg.promote.min_psnr_gain == 0.0
+    tie = gate(_metrics(24.0), _metrics(24.0), smoke_cfg)
+    assert not tie.promoted and "a tie keeps the champion" in tie.reasons[0]
+    strict = dataclasses.replace(smoke_cfg, promote=dataclasses.replace(smoke_cfg.promote, min_psnr_gain=0.1))
+    assert not gate(_metrics(24.05), _metrics(24.0), strict).promoted
+    assert gate(_metrics(24.1), _metrics(24.0), strict).promoted  # exactly the required gain passes
+
+
+def test_gate_nr_tolerance_is_relative_and_missing_nr_does_not_block(smoke_cfg: Config) -> None:
+    assert smoke_cfg.promote.max_nr_drop == 0.05
+    small_drop = gate(_metrics(25.0, nima=4.2 * 0.96), _metrics(24.0), smoke_cfg)
+    assert small_drop.promoted
+    big_drop = gate(_metrics(25.0, musiq=50.0 * 0.9), _metrics(24.0), smoke_cfg)
+    assert not big_drop.promoted and any("musiq" in r and "exceeds" in r for r in big_drop.reasons)
+    missing = gate(_metrics(25.0, nima=None), _metrics(24.0), smoke_cfg)
+    assert missing.promoted and "nima not compared: unavailable for the candidate" in missing.reasons
+    unknown = gate(_metrics(None), _metrics(24.0), smoke_cfg)
+    assert not unknown.promoted and "psnr of the candidate is unknown" in unknown.reasons[0]
+
+
+def test_gain_follows_each_metrics_direction() -> None:
+    assert _gain("psnr", 25.0, 24.0) == 1.0
+    assert _gain("lpips", 0.08, 0.10) == pytest.approx(0.02)  # lower LPIPS is better
+
+
+def test_register_tags_the_version_and_sets_the_candidate_alias(store: tuple[Config, Path]) -> None:
+    cfg, root = store
+    cfg = _named(cfg, "tags")
+    version = _register(cfg, root, psnr=21.5, nima=None)
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    found = client.get_model_version_by_alias("tags", "candidate")
+    assert int(found.version) == version
+    assert found.tags["variant"] == "M2" and found.tags["data_hash"] == "d4t4"
+    assert float(found.tags["psnr"]) == 21.5 and found.tags["unavailable.nima"] == "weights missing"
+    assert "git_commit" in found.tags and len(found.tags["checkpoint_sha256"]) == 64
+    run = mlflow.get_run(found.run_id)
+    assert run.info.run_name == "train-M2"  # logged into the variant's training run
+    with pytest.raises(ValueError, match="holds variant 'M2', not 'M3'"):
+        register_model(cfg, root / "M2" / "model.safetensors", "M3", None)
+
+
+def test_promotion_sequence_first_better_worse_tie_and_rollback(store: tuple[Config, Path]) -> None:
+    cfg, root = store
+    cfg = _named(cfg, "sequence")
+    with pytest.raises(ValueError, match="no 'candidate' version"):
+        promote(cfg)
+    first = _register(cfg, root, psnr=20.0)
+    result = promote(cfg)
+    assert result["promoted"] and result["champion"] == first and "first champion" in result["reasons"][0]
+    better = _register(cfg, root, psnr=21.0)
+    assert promote(cfg)["champion"] == better
+    worse = _register(cfg, root, psnr=20.5)
+    result = promote(cfg)
+    assert not result["promoted"] and result["champion"] == better and _champion(cfg) == better
+    tags = MlflowClient(cfg.mlflow.tracking_uri).get_model_version("sequence", str(worse)).tags
+    assert tags["promotion.decision"] == "rejected" and "gain -0.5000" in tags["promotion.reasons"]
+    _register(cfg, root, psnr=21.0)
+    tie = promote(cfg)
+    assert not tie["promoted"] and "a tie keeps the champion" in tie["reasons"][0]
+    rollback = promote(cfg, version=first, force=True)
+    assert rollback["promoted"] and rollback["previous_champion"] == better and _champion(cfg) == first
+    with pytest.raises(ValueError, match="needs an explicit version"):
+        promote(cfg, force=True)
+    with pytest.raises(ValueError, match="has no version 99"):
+        promote(cfg, version=99, force=True)
+
+
+@pytest.mark.slow  # four fresh interpreters import MLflow
+def test_concurrent_promotions_leave_one_champion_the_best(store: tuple[Config, Path]) -> None:
+    cfg, root = store
+    cfg = _named(cfg, "concurrent")
+    versions = {_register(cfg, root, psnr=20.0 + i): 20.0 + i for i in range(4)}
+    with multiprocessing.get_context("spawn").Pool(4) as pool:  # the children import only semivdn.registry
+        results = pool.starmap(promote, [(cfg, version) for version in versions])
+    best = max(versions, key=versions.__getitem__)
+    assert _champion(cfg) == best
+    # serialized decisions: only the first saw no champion, and each compared against the champion of its time
+    assert sum(r["previous_champion"] is None for r in results) == 1
+    for r in results:
+        previous = r["previous_champion"]
+        assert r["promoted"] == (previous is None or versions[r["candidate"]] > versions[previous])
+
+
+def test_lock_file_sits_next_to_the_sqlite_store() -> None:
+    assert _lock_path("sqlite:////data/mlruns.db") == Path("/data/mlruns.db.promote.lock")
+    remote = _lock_path("http://mlflow:5000")
+    assert remote.name.startswith("semivdn-promote-") and remote == _lock_path("http://mlflow:5000")
+
+
+def test_logged_model_loads_as_pyfunc_and_desnows_a_clip(store: tuple[Config, Path]) -> None:
+    cfg, root = store
+    cfg = _named(cfg, "pyfunc")
+    version = _register(cfg, root, psnr=20.0)
+    loaded = mlflow.pyfunc.load_model(f"models:/pyfunc/{version}")
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    output = loaded.predict(clip)
+    assert output.shape == clip.shape and output.dtype == np.uint8
+    model, _ = load_checkpoint(root / "M2" / "model.safetensors")
+    frames = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255.0
+    expected = (desnow_clip(model, frames, cfg.data.frames_per_clip) * 255).round().byte().permute(0, 2, 3, 1)
+    assert np.array_equal(output, expected.numpy())
+    batch = loaded.unwrap_python_model().predict(None, np.stack([clip, clip]).astype(np.float32) / 255.0)
+    assert batch.shape == (2, 3, 48, 48, 3) and batch.dtype == np.float32
+    assert np.allclose(batch[1] * 255.0, output, atol=0.51)
+
+
+def test_download_model_resolves_aliases_and_versions_to_the_checkpoint(store: tuple[Config, Path],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, root = store
+    cfg = _named(cfg, "download")
+    version = _register(cfg, root, psnr=20.0)
+    promote(cfg)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{root / 'elsewhere.db'}")  # the process-wide registry
+    by_alias = download_model(cfg, "models:/download@champion")  # must not matter: the configured store is used
+    assert not (root / "elsewhere.db").exists()
+    assert by_alias == download_model(cfg, f"models:/download/{version}")
+    original = (root / "M2" / "model.safetensors").read_bytes()
+    assert hashlib.sha256(by_alias.read_bytes()).digest() == hashlib.sha256(original).digest()
+    modified = by_alias.stat().st_mtime_ns
+    download_model(cfg, "models:/download@champion")
+    assert by_alias.stat().st_mtime_ns == modified  # cached, not downloaded again
+    with pytest.raises(ValueError, match="no version with alias 'nope'"):
+        download_model(cfg, "models:/download@nope")
+    with pytest.raises(ValueError, match="expected models:/NAME@ALIAS"):
+        download_model(cfg, "models:/download/latest")
