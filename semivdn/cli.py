@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--raw", help="raw data root (default: paths.raw)")
     train.add_argument("--curated", help="curated folder with manifest.parquet (default: paths.curated)")
     train.add_argument("--out", help="checkpoint folder (default: paths.models/VARIANT)")
-    train.add_argument("--init", help="initial weights (default: the variant's `init` variant checkpoint)")
+    train.add_argument("--init", help="initial weights: a checkpoint, models:/NAME@ALIAS, or none "
+                       "(default: the checkpoint of the variant's `init` in params)")
     train.add_argument("--metrics", help="write the final training metrics JSON here")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
 
