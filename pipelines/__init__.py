@@ -1,0 +1,1 @@
+"""The Kubeflow pipeline (``semivdn_pipeline``) and its compile/submit/schedule/run-local actions (``cli``)."""

@@ -1,0 +1,110 @@
+"""S3 round trips against a real loopback S3 server (moto's server mode), not a mock object."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from kfp.dsl import Dataset
+from moto.server import ThreadedMotoServer
+
+from components.footage import ingest_footage
+from semivdn import storage
+from semivdn.footage import fingerprint
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+BUCKET = "semivdn-test"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket; credentials and endpoint come from the environment, as in a pipeline pod."""
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", storage.ENDPOINT_ENV: s3_endpoint}.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    if any(b["Name"] == BUCKET for b in client.list_buckets()["Buckets"]):
+        for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+            client.delete_object(Bucket=BUCKET, Key=item["Key"])
+    else:
+        client.create_bucket(Bucket=BUCKET)
+    return f"s3://{BUCKET}"
+
+
+def _tree(root: Path, files: dict[str, bytes]) -> Path:
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    return root
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file()}
+
+
+FOOTAGE = {"site_a.mp4": b"\x00video-a" * 1000, "site_b/00000.png": b"png0", "site_b/00001.png": b"png1" * 300_000}
+
+
+def test_upload_list_download_round_trip_keeps_names_sizes_and_bytes(s3: str, tmp_path: Path) -> None:
+    src = _tree(tmp_path / "src", FOOTAGE)
+    written = storage.upload_dir(src, f"{s3}/incoming/")
+    assert sorted(written) == sorted(f"{s3}/incoming/{name}" for name in FOOTAGE)
+    listed = storage.list_files(f"{s3}/incoming")
+    assert [(f.name, f.size) for f in listed] == sorted((n, len(c)) for n, c in FOOTAGE.items())
+    paths = storage.download_prefix(f"{s3}/incoming", tmp_path / "dest")
+    assert sorted(paths) == sorted(tmp_path / "dest" / n for n in FOOTAGE)
+    assert _digests(tmp_path / "dest") == _digests(src)
+
+
+def test_streamed_s3_fingerprint_equals_the_local_one(s3: str, tmp_path: Path) -> None:
+    src = _tree(tmp_path / "src", FOOTAGE)
+    storage.upload_dir(src, f"{s3}/incoming")
+    assert fingerprint(f"{s3}/incoming") == fingerprint(src)
+    storage.upload_dir(_tree(tmp_path / "more", {"site_c.mov": b"new"}), f"{s3}/incoming")
+    assert fingerprint(f"{s3}/incoming") != fingerprint(src)
+
+
+def test_prefix_listing_does_not_leak_sibling_prefixes(s3: str, tmp_path: Path) -> None:
+    storage.upload_dir(_tree(tmp_path / "a", {"x.mp4": b"1"}), f"{s3}/incoming")
+    storage.upload_dir(_tree(tmp_path / "b", {"y.mp4": b"2"}), f"{s3}/incoming-old")
+    assert [f.name for f in storage.list_files(f"{s3}/incoming")] == ["x.mp4"]
+
+
+def test_missing_bucket_and_bad_uris_are_named_errors(s3: str, tmp_path: Path) -> None:
+    with pytest.raises(storage.StorageError, match="no-such-bucket"):
+        storage.list_files("s3://no-such-bucket/x")
+    with pytest.raises(storage.StorageError, match="no bucket"):
+        storage.split_s3("s3:///key")
+    with pytest.raises(storage.StorageError, match="folder not found"):
+        storage.list_files(tmp_path / "absent")
+
+
+def test_ingest_component_downloads_raw_and_footage_from_s3_and_publishes_back(s3: str, tmp_path: Path) -> None:
+    raw = _tree(tmp_path / "raw", {"paired/train/snowy/c/00000.png": b"s", "real/train/clip_000.mp4": b"r"})
+    storage.upload_dir(raw, f"{s3}/raw")
+    storage.upload_dir(_tree(tmp_path / "incoming", FOOTAGE), f"{s3}/incoming")
+    artifact = Dataset(name="raw", uri=str(tmp_path / "artifact"))
+
+    returned = ingest_footage(raw_uri=f"{s3}/raw", footage_uri=f"{s3}/incoming", params_file=str(PARAMS),
+                              profile="smoke", raw=artifact)
+
+    assert returned == fingerprint(f"{s3}/incoming") == artifact.metadata["footage_fingerprint"]
+    got = _digests(tmp_path / "artifact")
+    assert got["real/train/clip_000.mp4"] == hashlib.sha256(b"r").hexdigest()
+    assert got["real/train/footage-site_b/00001.png"] == hashlib.sha256(FOOTAGE["site_b/00001.png"]).hexdigest()
+    assert {f.name for f in storage.list_files(f"{s3}/raw/real/train")} == {
+        "clip_000.mp4", "footage-site_a.mp4", "footage-site_b/00000.png", "footage-site_b/00001.png"}
+    assert {f.name for f in storage.list_files(f"{s3}/incoming")} == set(FOOTAGE)  # the footage stays
