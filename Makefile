@@ -17,8 +17,8 @@ install: $(STAMP)
 # The whole pipeline on the embedded default data (demo profile): data, curation,
 # M1/M2/M3/full training, evaluation, ablation report, registration, promotion.
 demo: $(STAMP)
-	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

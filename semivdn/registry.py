@@ -49,6 +49,7 @@ import semivdn
 from semivdn.config import Config
 from semivdn.eval.specs import METRIC_ORDER, METRICS, SUMMARY_FILE
 from semivdn.tracking import configure_mlflow, existing_run, git_commit, tracking_uri
+from semivdn.weights import sha256_file
 
 if TYPE_CHECKING:
     from torch import nn
@@ -102,14 +103,6 @@ def desnow_array(model: nn.Module, clips: np.ndarray, frames_per_clip: int) -> n
     return result if clips.ndim == 5 else result[0]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _requirements() -> list[str]:
     """Pinned runtime packages (given, so MLflow does not spawn a process to infer them)."""
     return [f"{name}=={importlib.metadata.version(name)}" for name in RUNTIME_PACKAGES]
@@ -127,7 +120,7 @@ def log_model(cfg: Config, checkpoint: Path) -> ModelInfo:
         signature=ModelSignature(inputs=clip_spec, outputs=clip_spec), input_example=example,
         model_config={"frames_per_clip": cfg.data.frames_per_clip},
         code_paths=[str(Path(semivdn.__file__).parent)], pip_requirements=_requirements(),
-        tags={"checkpoint_sha256": _sha256(checkpoint)})
+        tags={"checkpoint_sha256": sha256_file(checkpoint)})
 
 
 def _client(cfg: Config) -> MlflowClient:
@@ -176,7 +169,7 @@ def register_model(cfg: Config, checkpoint: Path, variant: str, eval_dir: Path |
         if not summary_path.is_file():
             raise FileNotFoundError(f"{summary_path}: no evaluation summary; run `semivdn evaluate` first")
         summary = json.loads(summary_path.read_text())
-    digest = _sha256(checkpoint)
+    digest = sha256_file(checkpoint)
     experiment_id = configure_mlflow(cfg)
     run_id = existing_run(meta.get("mlflow_run_id"))
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"register-{variant}") as run:

@@ -139,7 +139,8 @@ def resolve_weights(name: str, setting: str, cache_dir: str | Path | None = None
     return found
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -152,7 +153,7 @@ def load_state_dict(path: str | Path, name: str | None = None) -> dict[str, torc
     path = Path(path)
     spec = WEIGHTS.get(name or "")
     if spec and spec.sha256_prefix and path.name == spec.filename:
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if not digest.startswith(spec.sha256_prefix):
             raise CorruptWeightsError(f"{path}: SHA-256 {digest[:8]}… does not match the expected "
                                       f"{spec.sha256_prefix}…; re-download it from {spec.origin}")

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from semivdn.config import Config
 from semivdn.data.datasets import ClipRef, clip_refs, load_manifest, read_clip
 from semivdn.data.video import to_uint8
+from semivdn.devices import resolve_device
 from semivdn.eval.baselines import BASELINES, Method
 from semivdn.eval.grids import save_grid
 from semivdn.eval.metrics import Metric, create_metric
@@ -34,15 +35,6 @@ log = logging.getLogger(__name__)
 
 PER_CLIP = "per_clip.csv"
 GRIDS = "grids"
-
-
-def _device(setting: str) -> torch.device:
-    """``train.device`` resolved as training does (semivdn.train.loop.pick_device, whose import is heavy)."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA device is available")
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
 
 
 def _load_method(cfg: Config, model_ref: str, device: torch.device) -> tuple[Method, dict[str, Any]]:
@@ -172,7 +164,7 @@ def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root
     real_clips = clip_refs(manifest, raw_root, "real", split)
     if not paired_clips and not real_clips:
         raise ValueError(f"{curated}: the manifest has no clips in split {split!r}")
-    device = _device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     method, meta = _load_method(cfg, model_ref, device)
     name = name or _default_name(model_ref, meta)
     paired_metrics = _create_metrics(cfg, cfg.eval.metrics_paired, True, device) if paired_clips else []

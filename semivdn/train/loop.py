@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from semivdn.config import Config, Variant
 from semivdn.data.datasets import WindowDataset, clip_refs, load_manifest, read_clip, window_loader
+from semivdn.devices import resolve_device
 from semivdn.eval.metrics import Metric, create_metric
 from semivdn.inference import desnow_clip
 from semivdn.losses import DCR, SupervisedLoss, UnsupervisedLoss, load_perceptual_backbone, ramp_up
@@ -46,14 +47,6 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.safetensors"
 CURVE_FILE = "curve.csv"
 CURVE_FIELDS = ("step", "loss", "sup", "unsup", "dcr", "mu", "lr")
-
-
-def pick_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no CUDA device is available")
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
 
 
 def data_hash(manifest_rows: Any) -> str:
@@ -246,7 +239,7 @@ def _derived_seed(seed: int, iteration: int, stream: int) -> int:
 def run_training(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path, resume: bool = False,
                  init: str | None = None, metrics_path: str | None = None) -> dict[str, Any]:
     """Train ``variant`` and write ``out_dir/model.safetensors``; returns the final metrics."""
-    device = pick_device(cfg.train.device)
+    device = resolve_device(cfg.train.device)
     dist_ctx = init_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", dist_ctx.local_rank)

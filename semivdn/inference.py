@@ -1,0 +1,250 @@
+"""Streaming desnowing of arbitrarily long videos with a trained VDN.
+
+Every output frame is the centre frame of an N_f-frame window; windows at the ends of the
+video are completed by reflection (frame -1 is frame 1, frame T is frame T-2; a one-frame
+video repeats its frame). Each frame is encoded once and its features are reused by the
+N_f windows it belongs to; only the frames those windows still need are kept, so memory
+stays constant whatever the video's length. Large frames can be split into overlapping
+tiles whose outputs are blended with linear ramps across the overlaps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from semivdn.config import Config
+from semivdn.data.video import VIDEO_SUFFIXES, FrameReader, FrameWriter, list_frame_files, to_tensor, to_uint8
+from semivdn.devices import resolve_device
+from semivdn.models.checkpoint import load_model_ref
+from semivdn.models.vdn import VDN
+
+log = logging.getLogger(__name__)
+
+
+def reflect_index(index: int, length: int) -> int:
+    """Index into a sequence of ``length`` frames, mirrored at both ends without repeating the edge."""
+    if length == 1:
+        return 0
+    period = 2 * (length - 1)
+    index %= period
+    return index if index < length else period - index
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A region of the frame and its blending weight (1, height, width)."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    weight: torch.Tensor
+
+    def crop(self, images: torch.Tensor) -> torch.Tensor:
+        return images[..., self.top : self.top + self.height, self.left : self.left + self.width]
+
+
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    return [*range(0, size - tile, tile - overlap), size - tile]
+
+
+def _ramp(length: int, start: int, size: int, overlap: int) -> torch.Tensor:
+    """1 inside, rising over ``overlap`` pixels where the tile meets a neighbour."""
+    weight = torch.ones(length)
+    ramp = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)
+    if start > 0:
+        weight[:overlap] = ramp
+    if start + length < size:
+        weight[length - overlap :] = torch.minimum(weight[length - overlap :], ramp.flip(0))
+    return weight
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+    """Overlapping tiles of at most ``tile`` pixels covering the frame (``tile`` 0: the whole frame)."""
+    if tile == 0 or (tile >= height and tile >= width):
+        return [Tile(0, 0, height, width, torch.ones(1, height, width))]
+    if not 0 <= overlap < tile // 2:
+        raise ValueError(f"tile overlap {overlap} must lie in [0, tile/2) for tile size {tile}")
+    tiles = []
+    for top in _tile_starts(height, tile, overlap):
+        for left in _tile_starts(width, tile, overlap):
+            tile_h, tile_w = min(tile, height), min(tile, width)
+            weight = torch.outer(_ramp(tile_h, top, height, overlap), _ramp(tile_w, left, width, overlap))
+            tiles.append(Tile(top, left, tile_h, tile_w, weight.unsqueeze(0)))
+    return tiles
+
+
+@dataclass
+class _Encoded:
+    frame: torch.Tensor  # (3, H, W) on the device
+    features: list[torch.Tensor]  # per tile, (C, h, w)
+
+
+@torch.inference_mode()
+def _encode(model: VDN, frames: list[torch.Tensor], tiles: list[Tile], device: torch.device) -> list[_Encoded]:
+    batch = torch.stack(frames).to(device)
+    per_tile = [model.encode(tile.crop(batch)) for tile in tiles]
+    return [_Encoded(batch[i], [features[i] for features in per_tile]) for i in range(len(frames))]
+
+
+@torch.inference_mode()
+def _restore(model: VDN, cache: dict[int, _Encoded], windows: list[list[int]], tiles: list[Tile]) -> torch.Tensor:
+    """Centre frames (B, 3, H, W) of the given windows of frame indices."""
+    centre = len(windows[0]) // 2
+    frames = torch.stack([cache[window[centre]].frame for window in windows])
+    # restore(frame_index=centre) reads only the centre frame of the clip, so a broadcast view suffices
+    clip = frames.unsqueeze(1).expand(-1, len(windows[0]), -1, -1, -1)
+    output = torch.zeros_like(frames)
+    weight_sum = torch.zeros_like(frames[0, :1])
+    for t, tile in enumerate(tiles):
+        features = torch.stack([torch.stack([cache[i].features[t] for i in window]) for window in windows])
+        restored = model.restore(features, tile.crop(clip), frame_index=centre).frames[:, 0]
+        weight = tile.weight.to(frames.device)
+        tile.crop(output).add_(restored * weight)
+        tile.crop(weight_sum).add_(weight)
+    return (output / weight_sum).clamp_(0.0, 1.0)
+
+
+def _stream(model: VDN, frames: Iterable[torch.Tensor], n_frames: int, device: torch.device, tile: int,
+            tile_overlap: int, batch_frames: int) -> Iterator[torch.Tensor]:
+    """The streaming core on float frames (3, H, W) in [0, 1]; yields restored frames in order."""
+    if n_frames < 1 or n_frames % 2 == 0:
+        raise ValueError(f"n_frames must be a positive odd number (the window's centre frame), got {n_frames}")
+    if batch_frames < 1:
+        raise ValueError(f"batch_frames must be >= 1, got {batch_frames}")
+    radius = n_frames // 2
+    cache: dict[int, _Encoded] = {}
+    pending: list[torch.Tensor] = []
+    tiles: list[Tile] = []
+    total, next_centre = 0, 0
+
+    def restore_until(limit: int) -> Iterator[torch.Tensor]:
+        nonlocal next_centre
+        while next_centre < limit:
+            centres = range(next_centre, min(limit, next_centre + batch_frames))
+            windows = [[reflect_index(c + offset, total) for offset in range(-radius, radius + 1)] for c in centres]
+            yield from _restore(model, cache, windows, tiles)
+            next_centre = centres[-1] + 1
+            for index in [i for i in cache if i < next_centre - radius]:
+                del cache[index]
+
+    def encode_pending() -> None:
+        nonlocal total
+        for offset, encoded in enumerate(_encode(model, pending, tiles, device)):
+            cache[total + offset] = encoded
+        total += len(pending)
+        pending.clear()
+
+    first_shape: torch.Size | None = None
+    for frame in frames:
+        if first_shape is None:
+            first_shape = frame.shape
+            tiles = plan_tiles(frame.shape[-2], frame.shape[-1], tile, tile_overlap)
+        elif frame.shape != first_shape:
+            raise ValueError(f"frame {total + len(pending)} has shape {tuple(frame.shape)}, "
+                             f"expected {tuple(first_shape)} like the first frame")
+        pending.append(frame)
+        if len(pending) == batch_frames:
+            encode_pending()
+            yield from restore_until(total - radius)  # windows that need no frame beyond the last one read
+    if pending:
+        encode_pending()
+    yield from restore_until(total)  # the rest, reflected at the now known end
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _in_eval_mode(model: VDN, stream: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Run ``stream`` with the model in eval mode, restoring its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield from stream
+    finally:
+        model.train(was_training)
+
+
+def desnow_frames(model: VDN, frames: Iterable[np.ndarray], *, n_frames: int, device: str = "cpu", tile: int = 0,
+                  tile_overlap: int = 16, batch_frames: int = 8) -> Iterator[np.ndarray]:
+    """Desnow a stream of RGB uint8 frames (H, W, 3); yields as many restored frames, in order.
+
+    ``batch_frames`` frames are encoded, and as many windows restored, per model call.
+    """
+    target = resolve_device(device)
+    model.to(target)
+    tensors = (to_tensor(np.asarray(frame)) for frame in frames)
+    stream = _stream(model, tensors, n_frames, target, tile, tile_overlap, batch_frames)
+    for restored in _in_eval_mode(model, stream):
+        yield to_uint8(restored)
+
+
+def desnow_clip(model: VDN, clip: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """Desnow a whole clip (T, 3, H, W) in [0, 1] on the model's device; the result is clamped to [0, 1]."""
+    if clip.ndim != 4 or clip.shape[1] != 3:
+        raise ValueError(f"desnow_clip expects a clip of shape (T, 3, H, W), got {tuple(clip.shape)}")
+    device = _model_device(model)
+    stream = _stream(model, iter(clip), n_frames, device, tile=0, tile_overlap=0, batch_frames=8)
+    return torch.stack(list(_in_eval_mode(model, stream))).to(clip.device)
+
+
+def _check_paths(source: Path, target: Path) -> None:
+    if not source.exists():
+        raise FileNotFoundError(f"input {source}: no such video file or frame folder")
+    if target.suffix and target.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"output {target}: unsupported suffix {target.suffix!r}; use a video file "
+                         f"({', '.join(sorted(VIDEO_SUFFIXES))}) or a folder path without a suffix")
+    if target.exists() and target.resolve() == source.resolve():
+        raise ValueError(f"output {target} is the input; choose another output path")
+
+
+def desnow_video(cfg: Config, input: str, output: str, model_ref: str, device: str = "cpu", tile: int = 0,
+                 compare: bool = False) -> dict[str, Any]:
+    """Desnow a video file or frame folder into a video file or frame folder at the same fps.
+
+    ``compare`` writes input | output side by side. Returns a summary (frames, fps, seconds, output).
+    """
+    source, target = Path(input), Path(output)
+    _check_paths(source, target)
+    resolve_device(device)
+    model, meta = load_model_ref(model_ref, cfg)
+    log.info("desnowing %s with %s (%s) on %s", source, model_ref, meta.get("variant", "unknown variant"), device)
+    known_total = len(list_frame_files(source)) if source.is_dir() else None
+    held_inputs: deque[np.ndarray] = deque()
+
+    def remember(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for frame in frames:
+            if compare:
+                held_inputs.append(frame)
+            yield frame
+
+    count, start = 0, time.perf_counter()
+    with FrameReader(source) as reader, FrameWriter(target, fps=reader.fps) as writer, \
+            tqdm(total=known_total, unit="frame", desc=f"desnow {source.name}") as progress:
+        restored_frames = desnow_frames(model, remember(reader), n_frames=cfg.data.frames_per_clip, device=device,
+                                        tile=tile, tile_overlap=cfg.inference.tile_overlap,
+                                        batch_frames=cfg.inference.batch_frames)
+        for restored in restored_frames:
+            writer.write(np.concatenate([held_inputs.popleft(), restored], axis=1) if compare else restored)
+            count += 1
+            progress.update()
+        fps = reader.fps
+    seconds = time.perf_counter() - start
+    if count == 0:
+        raise ValueError(f"input {source}: no frames to desnow")
+    return {"input": str(source), "output": str(target), "frames": count, "fps": fps, "seconds": round(seconds, 3),
+            "frames_per_second": round(count / seconds, 3), "model": model_ref, "device": device, "tile": tile,
+            "compare": compare}

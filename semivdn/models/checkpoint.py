@@ -1,0 +1,154 @@
+"""Model checkpoints: one safetensors file holding the weights, the model config and metadata.
+
+The file is self-describing (the ``model`` params it was built from travel in its header),
+so inference rebuilds the exact architecture without params.yaml. Writes are atomic
+(temporary file + ``os.replace``): a crash never leaves a half-written checkpoint under the
+final name. Loading checks the format version and every key and shape before touching the
+model, and raises :class:`CheckpointError` instead of returning a half-loaded one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from semivdn.config import Config, ConfigError, Model, config_from_dict
+from semivdn.models.builder import create_model
+
+FORMAT = "semivdn-checkpoint"
+FORMAT_VERSION = 1
+REGISTRY_SCHEME = "models:/"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or does not match the architecture it names."""
+
+
+@dataclass(frozen=True)
+class CheckpointHeader:
+    """What a checkpoint says about itself, read without loading the weights."""
+
+    format_version: int
+    model_config: Model
+    meta: dict[str, Any]
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, model_cfg: Model, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights with ``model_cfg`` and ``meta`` (JSON-able) to ``path`` atomically."""
+    path = Path(path)
+    try:
+        header = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                  "model_config": json.dumps(dataclasses.asdict(model_cfg)), "meta": json.dumps(meta or {})}
+    except TypeError as exc:
+        raise ValueError(f"checkpoint meta for {path} must be JSON-serializable: {exc}") from exc
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(temporary), metadata=header)
+        with temporary.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _parse_header(path: Path, metadata: dict[str, str] | None) -> CheckpointHeader:
+    metadata = metadata or {}
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a SemiVDN checkpoint (header format {metadata.get('format')!r}, "
+                              f"expected {FORMAT!r})")
+    version = metadata.get("format_version", "")
+    if version != str(FORMAT_VERSION):
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not supported "
+                              f"(this code reads version {FORMAT_VERSION})")
+    try:
+        model_config = config_from_dict({"model": json.loads(metadata["model_config"])}, profile="demo").model
+        meta = json.loads(metadata.get("meta", "{}"))
+    except (KeyError, json.JSONDecodeError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: invalid model config or meta in the header ({exc})") from exc
+    return CheckpointHeader(format_version=FORMAT_VERSION, model_config=model_config, meta=meta)
+
+
+def read_checkpoint_header(path: str | Path) -> CheckpointHeader:
+    """The format version, model config and meta of a checkpoint, without loading weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata()
+    except Exception as exc:  # safetensors raises its own error types for truncated/garbage files
+        raise CheckpointError(f"{path}: unreadable checkpoint, truncated or not safetensors "
+                              f"({type(exc).__name__}: {exc})") from exc
+    return _parse_header(path, metadata)
+
+
+def _read_tensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt", device=str(map_location)) as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read the weights ({type(exc).__name__}: {exc})") from exc
+
+
+def _check_match(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                 model_cfg: Model) -> None:
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{name} {tuple(tensors[name].shape)} != {tuple(expected[name].shape)}"
+             for name in sorted(set(tensors) & set(expected)) if tensors[name].shape != expected[name].shape]
+    if missing or unexpected or wrong:
+        details = ([f"missing {name}" for name in missing[:3]] + [f"unexpected {name}" for name in unexpected[:3]]
+                   + wrong[:3])
+        raise CheckpointError(f"{path}: weights do not match the architecture in its header "
+                              f"(type={model_cfg.type}, encoder={model_cfg.encoder}, dim={model_cfg.dim}, "
+                              f"tde={model_cfg.tde}): {len(missing)} missing, {len(unexpected)} unexpected, "
+                              f"{len(wrong)} wrong shape; {'; '.join(details)}")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, meta)."""
+    path = Path(path)
+    header = read_checkpoint_header(path)
+    # the weights come from the checkpoint, so the encoder must not look for ImageNet files
+    model_cfg = dataclasses.replace(header.model_config, encoder_weights="none")
+    try:
+        model = create_model(model_cfg)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: cannot build the model in its header ({exc})") from exc
+    tensors = _read_tensors(path, map_location)
+    _check_match(path, tensors, model.state_dict(), model_cfg)
+    model.load_state_dict(tensors, strict=True)
+    return model.to(map_location).eval(), header.meta
+
+
+def _checkpoint_in(folder: Path) -> Path:
+    found = sorted(folder.rglob("*.safetensors"))
+    if len(found) != 1:
+        raise CheckpointError(f"{folder}: expected exactly one .safetensors checkpoint, found {len(found)}"
+                              + (f": {[str(p) for p in found[:5]]}" if found else ""))
+    return found[0]
+
+
+def load_model_ref(ref: str, cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model from a checkpoint path (file, or folder holding one) or ``models:/NAME@ALIAS|/VERSION``."""
+    if ref.startswith(REGISTRY_SCHEME):
+        from semivdn.registry import download_model
+
+        path = Path(download_model(cfg, ref))
+    else:
+        path = Path(ref).expanduser()
+    if path.is_dir():
+        path = _checkpoint_in(path)
+    return load_checkpoint(path)
