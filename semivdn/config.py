@@ -101,6 +101,7 @@ class Data:
     frames_per_clip: int = 3
     crop: int = 64
     flip: bool = True
+    permute_colors: bool = True
     workers: int = 0
     snowy_dirs: tuple[str, ...] = ("snowy", "Snow", "snow", "input")
     clean_dirs: tuple[str, ...] = ("clean", "GT", "gt", "Clean", "target")
@@ -211,10 +212,19 @@ class Train:
 
 @dataclass(frozen=True)
 class Variant:
+    """One row of the ablation (Table 2); ``iters``/``lr`` override ``train`` (fine-tuning from ``init``)."""
+
     tde: bool
     mean_teacher: bool
     dcr: bool
     init: str | None = None
+    iters: int | None = None
+    lr: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.iters is None or self.iters >= 1, "variants.*.iters", "must be >= 1 or null")
+        _require(self.lr is None or self.lr > 0, "variants.*.lr", "must be > 0 or null")
+        _require(not self.dcr or self.mean_teacher, "variants.*.dcr", "DCR needs mean_teacher: true (Eq. 12)")
 
 
 @dataclass(frozen=True)
@@ -307,6 +317,11 @@ class Config:
         if name not in self.variants:
             raise ConfigError(f"variants.{name}: unknown variant; known: {sorted(self.variants)}")
         return self.variants[name]
+
+    def train_for(self, variant: str) -> Train:
+        """The train section with the variant's ``iters``/``lr`` overrides applied."""
+        spec = self.variant(variant)
+        return dataclasses.replace(self.train, iters=spec.iters or self.train.iters, lr=spec.lr or self.train.lr)
 
     def model_for(self, variant: str) -> Model:
         """The model section with the variant's architecture switch applied."""

@@ -77,3 +77,17 @@ def test_unknown_variant_is_an_error() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="params file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_variant_overrides_iterations_and_learning_rate() -> None:
+    demo, smoke = load_config(PARAMS, "demo"), load_config(PARAMS, "smoke")
+    assert demo.train_for("M2").iters == demo.train.iters and demo.train_for("M2").lr == demo.train.lr
+    assert demo.train_for("full").lr == demo.variant("full").lr  # fine-tuning from M2
+    assert smoke.train_for("full").iters == 6  # profiles reach into variants too
+
+
+def test_dcr_without_mean_teacher_is_rejected(raw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEMIVDN_PROFILE", raising=False)
+    bad = {**raw, "variants": {"X": {"tde": True, "mean_teacher": False, "dcr": True}}}
+    with pytest.raises(ConfigError, match="needs mean_teacher"):
+        config_from_dict(bad)

@@ -256,6 +256,8 @@ def test_dcr_module_gradients_and_parts() -> None:
     assert parts["dcr"] > 0 and math.isfinite(parts["dcr_kl"])
     assert u_snow_s.grad.abs().sum() > 0 and u_b_s.grad.abs().sum() > 0
     assert g_b_s.grad is None  # the negative is a constant
+    assert len(dcr.bank) == 1  # one synthetic snow map joins the bank per step
+    dcr(g_b_s, feats(2), u_b_s, u_snow_s, feats(3), feats(3))
     assert len(dcr.bank) == 2
 
 
@@ -364,7 +366,7 @@ def test_dcr_state_round_trip_resumes_identically(tmp_path: Path) -> None:
         return [torch.rand(2, 4, 8, 8, generator=generator) for _ in range(6)]
 
     original = DCR(cfg)
-    for _ in range(2):
+    for _ in range(4):  # one candidate per step: the bank of 3 is full and has dropped one
         original(*step())
     torch.save(original.state_dict(), tmp_path / "dcr.pt")
     resumed = DCR(cfg)

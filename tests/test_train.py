@@ -30,6 +30,7 @@ def write_params(path: Path, **sections: dict) -> Path:
     raw["profile"] = "smoke"
     for name, values in sections.items():
         raw["profiles"]["smoke"].setdefault(name, {}).update(values)
+    raw["profiles"]["smoke"]["variants"] = {}  # every variant trains for train.iters here
     path.write_text(yaml.safe_dump(raw))
     return path
 

@@ -79,18 +79,21 @@ def read_clip(source: Path) -> torch.Tensor:
         return torch.stack([to_tensor(f) for f in reader])
 
 
-def _crop_and_flip(tensors: Sequence[torch.Tensor], crop: int, flip: bool,
-                   rng: np.random.Generator) -> list[torch.Tensor]:
+def _crop_and_flip(tensors: Sequence[torch.Tensor], crop: int, flip: bool, rng: np.random.Generator,
+                   permute_colors: bool = False) -> list[torch.Tensor]:
     height, width = tensors[0].shape[-2:]
     if height < crop or width < crop:
         raise ValueError(f"frames of {height}x{width} are smaller than the crop {crop}; lower data.crop")
     top = int(rng.integers(0, height - crop + 1))
     left = int(rng.integers(0, width - crop + 1))
     mirror = flip and bool(rng.integers(0, 2))
+    channels = torch.from_numpy(rng.permutation(3)) if permute_colors else None
     out = []
     for tensor in tensors:
         patch = tensor[..., top:top + crop, left:left + crop]
-        out.append(patch.flip(-1) if mirror else patch)
+        if mirror:
+            patch = patch.flip(-1)
+        out.append(patch[..., channels, :, :] if channels is not None else patch)
     return out
 
 
@@ -101,13 +104,15 @@ class WindowDataset(Dataset):
     each (N_f, 3, crop, crop). ``crop=None`` returns full frames (evaluation).
     """
 
-    def __init__(self, clips: Sequence[ClipRef], n_frames: int, crop: int | None, flip: bool, paired: bool) -> None:
+    def __init__(self, clips: Sequence[ClipRef], n_frames: int, crop: int | None, flip: bool, paired: bool,
+                 permute_colors: bool = False) -> None:
         if not clips:
             raise ValueError("no clips: the curated manifest has none for this source and split")
         self.clips = list(clips)
         self.n_frames = n_frames
         self.crop = crop
         self.flip = flip
+        self.permute_colors = permute_colors
         self.paired = paired
         for clip in self.clips:
             if clip.frames < n_frames:
@@ -128,7 +133,8 @@ class WindowDataset(Dataset):
             assert clip.clean is not None
             tensors.append(read_frames(clip.clean, start, self.n_frames))
         if self.crop is not None:
-            tensors = _crop_and_flip(tensors, self.crop, self.flip, np.random.default_rng(aug_seed))
+            tensors = _crop_and_flip(tensors, self.crop, self.flip, np.random.default_rng(aug_seed),
+                                     self.permute_colors)
         item = {"snowy": tensors[0]}
         if self.paired:
             item["clean"] = tensors[1]

@@ -248,11 +248,15 @@ class DCR(nn.Module):
 
     def forward(self, g_b_s: Tensor, g_snow_s: Tensor, u_b_s: Tensor, u_snow_s: Tensor, u_b_t: Tensor,
                 u_snow_t: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Add this step's synthetic snow G_Snow^S to the bank, then compute weight · L_DCR.
+        """Add one of this step's synthetic snow maps G_Snow^S to the bank, then compute weight · L_DCR.
+
+        One random map per step (not the whole batch) keeps the bank spread over the last
+        ``loss.dcr_bank`` steps and costs one GMM fit instead of B·N_f.
 
         Returns the weighted loss and ``{"dcr": unweighted L_DCR, "dcr_kl": KL of the chosen candidate}``.
         """
-        self.bank.add(g_snow_s)
+        pick = int(torch.randint(g_snow_s.shape[0], (1,), generator=self.generator))
+        self.bank.add(g_snow_s[pick])
         real_gmm = fit_gmm(self.descriptor(u_snow_s), self.components, self.seed)
         ultra, divergence = self.bank.closest(real_gmm)
         ultra = ultra.to(u_b_s.device)  # a resumed bank lives on the CPU

@@ -239,6 +239,7 @@ def _derived_seed(seed: int, iteration: int, stream: int) -> int:
 def run_training(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path, resume: bool = False,
                  init: str | None = None, metrics_path: str | None = None) -> dict[str, Any]:
     """Train ``variant`` and write ``out_dir/model.safetensors``; returns the final metrics."""
+    cfg = dataclasses.replace(cfg, train=cfg.train_for(variant))  # the variant's iters/lr, logged as such
     device = resolve_device(cfg.train.device)
     dist_ctx = init_distributed(device)
     if device.type == "cuda":
@@ -274,7 +275,8 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
     manifest = load_manifest(curated)
     n_frames = cfg.data.frames_per_clip
     paired_clips = clip_refs(manifest, raw_root, "paired", "train")
-    paired = WindowDataset(paired_clips, n_frames, cfg.data.crop, cfg.data.flip, paired=True)
+    paired = WindowDataset(paired_clips, n_frames, cfg.data.crop, cfg.data.flip, paired=True,
+                           permute_colors=cfg.data.permute_colors)
     start, stop = state.iteration, cfg.train.iters
     paired_iter = iter(window_loader(paired, cfg.train.batch_size, cfg.seed, start, stop, cfg.data.workers,
                                          dist_ctx.rank, dist_ctx.world))
