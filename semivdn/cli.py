@@ -36,7 +36,7 @@ def _train(args: argparse.Namespace, cfg: Config) -> Any:
     return run_training(cfg, args.variant, raw_root=Path(args.raw or cfg.paths.raw),
                         curated=Path(args.curated or cfg.paths.curated),
                         out_dir=Path(args.out or Path(cfg.paths.models) / args.variant),
-                        resume=args.resume, init=args.init, metrics_path=args.metrics)
+                        resume=args.resume, init=args.init, metrics_path=args.metrics, curve_path=args.curve)
 
 
 def _evaluate(args: argparse.Namespace, cfg: Config) -> Any:
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", help="initial weights: a checkpoint, models:/NAME@ALIAS, or none "
                        "(default: the checkpoint of the variant's `init` in params)")
     train.add_argument("--metrics", help="write the final training metrics JSON here")
+    train.add_argument("--curve", help="loss curve CSV for `dvc plots` (default: OUT/curve.csv)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
 
     ev = command("evaluate", _evaluate, "PSNR/SSIM/LPIPS on paired clips, NIMA/MUSIQ on real clips")

@@ -237,7 +237,8 @@ def _derived_seed(seed: int, iteration: int, stream: int) -> int:
 
 
 def run_training(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path, resume: bool = False,
-                 init: str | None = None, metrics_path: str | None = None) -> dict[str, Any]:
+                 init: str | None = None, metrics_path: str | None = None,
+                 curve_path: str | None = None) -> dict[str, Any]:
     """Train ``variant`` and write ``out_dir/model.safetensors``; returns the final metrics."""
     cfg = dataclasses.replace(cfg, train=cfg.train_for(variant))  # the variant's iters/lr, logged as such
     device = resolve_device(cfg.train.device)
@@ -246,13 +247,15 @@ def run_training(cfg: Config, variant: str, raw_root: Path, curated: Path, out_d
         device = torch.device("cuda", dist_ctx.local_rank)
         torch.cuda.set_device(device)
     try:
-        return _run(cfg, variant, raw_root, curated, Path(out_dir), resume, init, metrics_path, device, dist_ctx)
+        curve = Path(curve_path) if curve_path else Path(out_dir) / CURVE_FILE
+        return _run(cfg, variant, raw_root, curated, Path(out_dir), resume, init, metrics_path, curve, device,
+                    dist_ctx)
     finally:
         shutdown_distributed(dist_ctx)
 
 
 def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path, resume: bool, init: str | None,
-         metrics_path: str | None, device: torch.device, dist_ctx: DistContext) -> dict[str, Any]:
+         metrics_path: str | None, curve_path: Path, device: torch.device, dist_ctx: DistContext) -> dict[str, Any]:
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     trainer = Trainer(cfg, variant, device, dist_ctx)
@@ -289,7 +292,6 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
     val_clips = [(c.snowy, c.clean) for c in clip_refs(manifest, raw_root, "paired", "test") if c.clean]
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    curve_path = out_dir / CURVE_FILE
     main = dist_ctx.is_main
     run = contextlib.nullcontext()
     if main:
@@ -312,6 +314,7 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
                     "data.manifest_hash": data_hash(manifest), "init": init_ref or "",
                     **{f"loss_unavailable.{term}": reason for term, reason in trainer.unavailable().items()},
                 })
+            curve_path.parent.mkdir(parents=True, exist_ok=True)
             _truncate_curve(curve_path, start)
         metrics = _loop(cfg, trainer, state, paired_iter, real_iter, val_clips, start, stop, out_dir, curve_path,
                         main, n_frames)
