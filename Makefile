@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint benchmark clean
+.PHONY: install demo test test-fast lint benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The whole suite, slow end-to-end tests (kfp.local DAG, all metrics) included: ~8 min.
 test: lint
+	$(BIN)/python -m pytest -q
+
+# Everything but the tests marked slow: ~3 min, for quick iterations.
+test-fast: lint
 	$(BIN)/python -m pytest -m "not slow" -q
 
 benchmark: $(STAMP)
