@@ -64,7 +64,7 @@ def synthesize_snow(clean: np.ndarray, params: SnowParams, seed: int | np.random
     frames, height, width, _ = clean.shape
     wind = _wind(rng, params, frames)
     drift = np.concatenate([[0.0], np.cumsum(wind[:-1])]).astype(np.float32)
-    transmission = _transmission(rng, params, frames, height, width, drift)
+    transmission = _transmission(rng, params, height, width, drift)
     airlight = np.broadcast_to(_airlight(rng, params, height, width), clean.shape)
     hazy = clean * transmission + airlight * (1.0 - transmission)
     snowy = hazy.copy()
@@ -110,7 +110,7 @@ def _value_noise(rng: np.random.Generator, cells: int, ys: np.ndarray, xs: np.nd
     return (top * (1 - fy) + bottom * fy).astype(np.float32)
 
 
-def _transmission(rng: np.random.Generator, params: SnowParams, frames: int, height: int, width: int,
+def _transmission(rng: np.random.Generator, params: SnowParams, height: int, width: int,
                   drift: np.ndarray) -> np.ndarray:
     """T = T_far ** depth; depth grows towards the top rows and inside fog patches drifting with the wind."""
     far = rng.uniform(*params.haze_range)

@@ -75,7 +75,7 @@ class TrainState:
 
 @dataclass
 class Batch:
-    clean_snowy: torch.Tensor
+    labelled_snowy: torch.Tensor
     clean: torch.Tensor
     real: torch.Tensor | None
 
@@ -129,8 +129,8 @@ class Trainer:
         forward pass: cheaper, and DDP needs exactly one forward per backward.
         """
         self.student.train()
-        labelled = batch.clean_snowy.shape[0]
-        inputs, real_aug = batch.clean_snowy, None
+        labelled = batch.labelled_snowy.shape[0]
+        inputs, real_aug = batch.labelled_snowy, None
         if self.teacher is not None and batch.real is not None:
             generator = torch.Generator().manual_seed(_derived_seed(self.cfg.seed, iteration, 7))
             real_aug = strong_augment(batch.real, generator)
@@ -378,8 +378,8 @@ def _loop(cfg: Config, trainer: Trainer, state: TrainState, paired_iter: Iterato
         if done % tcfg.image_every == 0 or done == stop:
             with torch.no_grad():
                 trainer.student.eval()
-                restored = trainer.student(batch.clean_snowy[:1]).frames[0, n_frames // 2]
-            grid = _image_grid(batch.clean_snowy[0, n_frames // 2], restored, batch.clean[0, n_frames // 2])
+                restored = trainer.student(batch.labelled_snowy[:1]).frames[0, n_frames // 2]
+            grid = _image_grid(batch.labelled_snowy[0, n_frames // 2], restored, batch.clean[0, n_frames // 2])
             mlflow.log_image(grid, artifact_file=f"images/step_{done:07d}.png")
         if done % tcfg.checkpoint_every == 0 and done < stop:
             state.iteration = done
