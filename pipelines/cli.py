@@ -1,4 +1,4 @@
-"""``semivdn pipeline compile|submit|schedule|run-local``: one pipeline definition, four ways to use it.
+"""``semivdn-pipeline compile|submit|schedule|run-local``: one pipeline definition, four ways to use it.
 
 compile writes the IR YAML for the Kubeflow UI; submit and schedule talk to a
 Kubeflow Pipelines host through ``kfp.Client``; run-local executes the same DAG
@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import yaml
 from kfp import compiler
 
 from pipelines.semivdn_pipeline import PIPELINE_NAME, build_pipeline, default_data_uri
-from semivdn import storage
+from semivdn import cli, storage
 from semivdn.config import Config, ConfigError
 from semivdn.tracking import tracking_uri
 
@@ -130,9 +131,9 @@ def run_local(cfg: Config, params_file: Path, workdir: Path) -> dict[str, Any]:
     return {"pipeline": PIPELINE_NAME, "workdir": str(workdir.resolve()), "arguments": arguments}
 
 
-def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
-    """Dispatch ``semivdn pipeline ACTION`` (see semivdn/cli.py for the arguments)."""
-    action = args.pipeline_command
+def _dispatch(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
+    """Run one ``semivdn-pipeline ACTION`` (the arguments are in :func:`build_parser`)."""
+    action = args.action
     if action == "compile":
         return {"output": str(compile_pipeline(cfg, Path(args.output)))}
     if action == "submit":
@@ -142,3 +143,33 @@ def run(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     if action == "run-local":
         return run_local(cfg, Path(args.params), Path(args.workdir))
     raise ValueError(f"unknown pipeline action {action!r}; expected compile, submit, schedule or run-local")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semivdn-pipeline",
+                                     description="Compile, submit, schedule or run the SemiVDN Kubeflow pipeline.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help_text, description=help_text)
+        cli.add_common(sub)
+        sub.set_defaults(handler=_dispatch)
+        return sub
+
+    action("compile", "write the pipeline IR YAML for the Kubeflow UI").add_argument("--output", required=True)
+    action("submit", "start a run on a Kubeflow Pipelines host").add_argument("--host", required=True)
+    sch = action("schedule", "create the recurring retraining run")
+    sch.add_argument("--host", required=True)
+    sch.add_argument("--cron", default="0 0 3 * * *", help="six-field cron (default: daily at 03:00)")
+    action("run-local", "run the DAG here with kfp.local").add_argument("--workdir", default="build/kfp-local")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``semivdn-pipeline`` console script: same options, errors and exit codes as ``semivdn``."""
+    return cli.run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

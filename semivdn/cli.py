@@ -1,6 +1,8 @@
 """``semivdn <command>``: one door onto every step. This module only parses arguments;
 each command calls one library function (DVC stages and Kubeflow components call the
 same commands). Heavy modules are imported inside the handlers so ``--help`` is fast.
+The Kubeflow pipeline has its own door, ``semivdn-pipeline`` (pipelines/cli.py):
+the library never imports the layers built on it.
 """
 
 from __future__ import annotations
@@ -74,13 +76,8 @@ def _desnow(args: argparse.Namespace, cfg: Config) -> Any:
                         tile=args.tile if args.tile is not None else cfg.inference.tile, compare=args.compare)
 
 
-def _pipeline(args: argparse.Namespace, cfg: Config) -> Any:
-    from pipelines import cli as pipeline_cli
-
-    return pipeline_cli.run(args, cfg)
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """The options every command takes (``semivdn-pipeline`` shares them)."""
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--profile", choices=PROFILES, help="profile overriding params.yaml and $SEMIVDN_PROFILE")
 
@@ -93,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, handler: Handler, help_text: str,
                 parent: argparse._SubParsersAction = commands) -> argparse.ArgumentParser:
         sub = parent.add_parser(name, help=help_text, description=help_text)
-        _add_common(sub)
+        add_common(sub)
         sub.set_defaults(handler=handler)
         return sub
 
@@ -146,23 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     des.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     des.add_argument("--tile", type=int, help="tile size in pixels (0: whole frames)")
     des.add_argument("--compare", action="store_true", help="write input and output side by side")
-
-    pipe = commands.add_parser("pipeline", help="compile, submit, schedule or run the Kubeflow pipeline")
-    pipe_commands = pipe.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
-    comp = command("compile", _pipeline, "write the pipeline IR YAML for upload in the Kubeflow UI", pipe_commands)
-    comp.add_argument("--output", required=True)
-    sub = command("submit", _pipeline, "start a run on a Kubeflow Pipelines host", pipe_commands)
-    sub.add_argument("--host", required=True)
-    sch = command("schedule", _pipeline, "create the recurring retraining run", pipe_commands)
-    sch.add_argument("--host", required=True)
-    sch.add_argument("--cron", default="0 0 3 * * *", help="six-field cron (default: daily at 03:00)")
-    loc = command("run-local", _pipeline, "run the DAG here with kfp.local", pipe_commands)
-    loc.add_argument("--workdir", default="build/kfp-local")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, load the config, call the chosen handler and print its result; the exit code.
+
+    Shared by ``semivdn`` and ``semivdn-pipeline`` (pipelines/cli.py), so both
+    report invalid params and expected failures the same way.
+    """
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -178,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(result, dict):
         print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

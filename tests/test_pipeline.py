@@ -2,7 +2,7 @@
 
 Regenerate the golden file after an intended change to the DAG or a component:
 
-    .venv/bin/semivdn pipeline compile --profile demo --output tests/golden/semivdn_pipeline.yaml
+    .venv/bin/semivdn-pipeline compile --profile demo --output tests/golden/semivdn_pipeline.yaml
 
 (with ``SEMIVDN_S3_BUCKET`` unset; review the diff like code).
 """
@@ -20,10 +20,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipelines.cli import RECURRING_RUN_SPEC, RecurringRunSpec, schedule, submit
+from pipelines.cli import RECURRING_RUN_SPEC, RecurringRunSpec, main, schedule, submit
 from pipelines.semivdn_pipeline import default_data_uri
 from semivdn import storage
-from semivdn.cli import main
 from semivdn.config import Config, ConfigError, config_from_dict, load_config
 from semivdn.data.make import make_dataset
 from semivdn.footage import FINGERPRINT_TAG, fingerprint
@@ -39,11 +38,11 @@ PARAMETERS = {"profile", "params_file", "raw_uri", "footage_uri", "mlflow_tracki
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``semivdn pipeline compile`` output: the pipeline spec and the Kubernetes platform spec."""
+    """``semivdn-pipeline compile`` output: the pipeline spec and the Kubernetes platform spec."""
     output = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(storage.BUCKET_ENV, raising=False)
-        assert main(["pipeline", "compile", "--params", str(PARAMS), "--profile", "demo", "--output", str(output)]) == 0
+        assert main(["compile", "--params", str(PARAMS), "--profile", "demo", "--output", str(output)]) == 0
     spec, platform = yaml.safe_load_all(output.read_text())
     return spec, platform
 
@@ -311,7 +310,7 @@ def test_run_local_trains_then_skips_then_retrains_on_new_footage(tmp_path: Path
     cfg = load_config(params, "smoke")
     make_dataset(cfg, Path(cfg.paths.raw))
     (tmp_path / "incoming").mkdir()
-    run_local = ["pipeline", "run-local", "--params", str(params), "--profile", "smoke", "--workdir", "kfp"]
+    run_local = ["run-local", "--params", str(params), "--profile", "smoke", "--workdir", "kfp"]
 
     assert main(run_local) == 0  # no champion yet: the ablation sweep
     [first] = _versions(cfg)
