@@ -73,7 +73,8 @@ def _desnow(args: argparse.Namespace, cfg: Config) -> Any:
     from semivdn.inference import desnow_video
 
     return desnow_video(cfg, args.input, args.output, model_ref=args.model, device=args.device,
-                        tile=args.tile if args.tile is not None else cfg.inference.tile, compare=args.compare)
+                        tile=args.tile if args.tile is not None else cfg.inference.tile, compare=args.compare,
+                        overwrite=args.overwrite)
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -143,29 +144,50 @@ def build_parser() -> argparse.ArgumentParser:
     des.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     des.add_argument("--tile", type=int, help="tile size in pixels (0: whole frames)")
     des.add_argument("--compare", action="store_true", help="write input and output side by side")
+    des.add_argument("--overwrite", action="store_true", help="replace an existing output file or non-empty folder")
     return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _expected(exc: Exception) -> bool:
+    """A failure the user can act on (I/O, bad input, video, checkpoint, registry), not a bug."""
+    from mlflow.exceptions import MlflowException  # only imported when something failed
+
+    return isinstance(exc, OSError | ValueError | RuntimeError | MlflowException)
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, load the config, call the chosen handler and print its result; the exit code.
 
-    Shared by ``semivdn`` and ``semivdn-pipeline`` (pipelines/cli.py), so both
-    report invalid params and expected failures the same way.
+    The one error boundary, shared by ``semivdn`` and ``semivdn-pipeline`` (pipelines/cli.py):
+    every expected failure is one line on stderr and an exit code: 1 failed (I/O, bad input,
+    video, checkpoint, registry), 2 invalid params or arguments, 130 interrupted. Unexpected
+    exceptions (bugs) keep their traceback.
     """
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         cfg = load_config(args.params, args.profile)
         result = args.handler(args, cfg)
+        if isinstance(result, dict):
+            print(json.dumps(result, indent=2, default=str, allow_nan=False))
+    except KeyboardInterrupt:
+        print("semivdn: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
     except ConfigError as exc:
-        print(f"semivdn: invalid params: {exc}", file=sys.stderr)
+        print(f"semivdn: invalid params: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"semivdn: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if not _expected(exc):
+            raise
+        logging.getLogger(__name__).debug("details", exc_info=True)
+        print(f"semivdn: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    if isinstance(result, dict):
-        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

@@ -9,6 +9,7 @@ range raises :class:`ConfigError` naming the dotted key, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -247,11 +248,13 @@ class Inference:
     tile: int = 0
     tile_overlap: int = 16
     batch_frames: int = 8
+    max_batch_pixels: int = 2_100_000  # per model call (frames x tile area): bounds memory at any resolution
 
     def __post_init__(self) -> None:
         _require(self.tile == 0 or self.tile >= 32, "inference.tile", "must be 0 (off) or >= 32")
         _require(self.tile_overlap >= 0, "inference.tile_overlap", "must be >= 0")
         _require(self.batch_frames >= 1, "inference.batch_frames", "must be >= 1")
+        _require(self.max_batch_pixels >= 32 * 32, "inference.max_batch_pixels", "must be >= 1024")
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,8 @@ class Config:
     def train_for(self, variant: str) -> Train:
         """The train section with the variant's ``iters``/``lr`` overrides applied."""
         spec = self.variant(variant)
-        return dataclasses.replace(self.train, iters=spec.iters or self.train.iters, lr=spec.lr or self.train.lr)
+        return dataclasses.replace(self.train, iters=self.train.iters if spec.iters is None else spec.iters,
+                                   lr=self.train.lr if spec.lr is None else spec.lr)
 
     def model_for(self, variant: str) -> Model:
         """The model section with the variant's architecture switch applied."""
@@ -378,6 +382,8 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # .inf / .nan would pass every range check and poison training
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -425,13 +431,40 @@ def config_from_dict(raw: Mapping[str, Any], profile: str | None = None) -> Conf
     return _build(Config, merged, "")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key repeated in one mapping (YAML would keep only the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{key}: repeated key on line {line} (first on line {seen[key]}); "
+                                  "YAML would silently keep only the last one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file strictly: syntax errors and repeated keys raise :class:`ConfigError` naming the file."""
+    try:
+        with path.open() as handle:
+            return yaml.load(handle, Loader=_StrictLoader)  # a SafeLoader subclass: no arbitrary objects
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+
+
 def load_config(path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -> Config:
     """Load and validate ``params.yaml``; ``profile`` overrides the file and the environment."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path.resolve()}")
-    with path.open() as handle:
-        raw = yaml.safe_load(handle) or {}
+    raw = read_yaml(path)
+    if raw is None:  # an empty file would otherwise mean "built-in defaults" without a word
+        raise ConfigError(f"{path}: the params file is empty")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return config_from_dict(raw, profile)

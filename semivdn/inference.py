@@ -11,6 +11,7 @@ tiles whose outputs are blended with linear ramps across the overlaps.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -22,13 +23,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from semivdn.config import Config
+from semivdn.config import Config, Inference
 from semivdn.data.video import VIDEO_SUFFIXES, FrameReader, FrameWriter, list_frame_files, to_tensor, to_uint8
 from semivdn.devices import resolve_device
-from semivdn.models.checkpoint import load_model_ref
 from semivdn.models.vdn import VDN
+from semivdn.registry import load_model_ref
+from semivdn.storage import atomic_output
 
 log = logging.getLogger(__name__)
+
+MIN_TILE = 32  # as inference.tile in params
+DEFAULT_MAX_PIXELS = Inference.max_batch_pixels
 
 
 def reflect_index(index: int, length: int) -> int:
@@ -117,8 +122,29 @@ def _restore(model: VDN, cache: dict[int, _Encoded], windows: list[list[int]], t
     return (output / weight_sum).clamp_(0.0, 1.0)
 
 
+def bounded_plan(height: int, width: int, tile: int, tile_overlap: int, batch_frames: int,
+                 max_pixels: int) -> tuple[list[Tile], int]:
+    """Tiles and frames per model call such that one call sees at most ``max_pixels`` pixels.
+
+    Activation memory grows with the pixels of one call (frames x tile area), so this bounds it
+    at any resolution: the batch shrinks first; a whole frame larger than the budget is tiled
+    (announced with a warning, since tiles blend across their overlaps).
+    """
+    if tile == 0 and height * width > max_pixels:
+        tile = max(MIN_TILE, math.isqrt(max_pixels) // MIN_TILE * MIN_TILE)
+        log.warning("a %dx%d frame exceeds inference.max_batch_pixels=%d: desnowing in %d-pixel tiles",
+                    width, height, max_pixels, tile)
+    tiles = plan_tiles(height, width, tile, tile_overlap)
+    area = max(t.height * t.width for t in tiles)
+    batch = max(1, min(batch_frames, max_pixels // area))
+    if batch < batch_frames:
+        log.info("%dx%d frames: %d frame(s) per model call (inference.max_batch_pixels=%d)", width, height, batch,
+                 max_pixels)
+    return tiles, batch
+
+
 def _stream(model: VDN, frames: Iterable[torch.Tensor], n_frames: int, device: torch.device, tile: int,
-            tile_overlap: int, batch_frames: int) -> Iterator[torch.Tensor]:
+            tile_overlap: int, batch_frames: int, max_pixels: int) -> Iterator[torch.Tensor]:
     """The streaming core on float frames (3, H, W) in [0, 1]; yields restored frames in order."""
     if n_frames < 1 or n_frames % 2 == 0:
         raise ValueError(f"n_frames must be a positive odd number (the window's centre frame), got {n_frames}")
@@ -151,7 +177,8 @@ def _stream(model: VDN, frames: Iterable[torch.Tensor], n_frames: int, device: t
     for frame in frames:
         if first_shape is None:
             first_shape = frame.shape
-            tiles = plan_tiles(frame.shape[-2], frame.shape[-1], tile, tile_overlap)
+            tiles, batch_frames = bounded_plan(frame.shape[-2], frame.shape[-1], tile, tile_overlap, batch_frames,
+                                               max_pixels)
         elif frame.shape != first_shape:
             raise ValueError(f"frame {total + len(pending)} has shape {tuple(frame.shape)}, "
                              f"expected {tuple(first_shape)} like the first frame")
@@ -179,15 +206,17 @@ def _in_eval_mode(model: VDN, stream: Iterator[torch.Tensor]) -> Iterator[torch.
 
 
 def desnow_frames(model: VDN, frames: Iterable[np.ndarray], *, n_frames: int, device: str = "cpu", tile: int = 0,
-                  tile_overlap: int = 16, batch_frames: int = 8) -> Iterator[np.ndarray]:
+                  tile_overlap: int = 16, batch_frames: int = 8,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[np.ndarray]:
     """Desnow a stream of RGB uint8 frames (H, W, 3); yields as many restored frames, in order.
 
-    ``batch_frames`` frames are encoded, and as many windows restored, per model call.
+    Up to ``batch_frames`` frames are encoded, and as many windows restored, per model call,
+    within ``max_pixels`` pixels per call (:func:`bounded_plan`).
     """
     target = resolve_device(device)
     model.to(target)
     tensors = (to_tensor(np.asarray(frame)) for frame in frames)
-    stream = _stream(model, tensors, n_frames, target, tile, tile_overlap, batch_frames)
+    stream = _stream(model, tensors, n_frames, target, tile, tile_overlap, batch_frames, max_pixels)
     for restored in _in_eval_mode(model, stream):
         yield to_uint8(restored)
 
@@ -197,31 +226,42 @@ def desnow_clip(model: VDN, clip: torch.Tensor, n_frames: int) -> torch.Tensor:
     if clip.ndim != 4 or clip.shape[1] != 3:
         raise ValueError(f"desnow_clip expects a clip of shape (T, 3, H, W), got {tuple(clip.shape)}")
     device = _model_device(model)
-    stream = _stream(model, iter(clip), n_frames, device, tile=0, tile_overlap=0, batch_frames=8)
+    stream = _stream(model, iter(clip), n_frames, device, tile=0, tile_overlap=0, batch_frames=8,
+                     max_pixels=DEFAULT_MAX_PIXELS)
     return torch.stack(list(_in_eval_mode(model, stream))).to(clip.device)
 
 
-def _check_paths(source: Path, target: Path) -> None:
+def _check_args(source: Path, target: Path, tile: int, tile_overlap: int, overwrite: bool) -> None:
+    """Every argument check, before the model loads or anything is written."""
     if not source.exists():
         raise FileNotFoundError(f"input {source}: no such video file or frame folder")
     if target.suffix and target.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"output {target}: unsupported suffix {target.suffix!r}; use a video file "
                          f"({', '.join(sorted(VIDEO_SUFFIXES))}) or a folder path without a suffix")
-    if target.exists() and target.resolve() == source.resolve():
-        raise ValueError(f"output {target} is the input; choose another output path")
+    if target.exists() and (target.resolve() == source.resolve() or source.samefile(target)):
+        raise ValueError(f"output {target} is the input (same file or a link to it); choose another output path")
+    if tile != 0 and tile < MIN_TILE:
+        raise ValueError(f"--tile {tile}: must be 0 (whole frames) or at least {MIN_TILE} pixels")
+    if tile and not 0 <= tile_overlap < tile // 2:
+        raise ValueError(f"inference.tile_overlap {tile_overlap} must lie in [0, tile/2) for --tile {tile}")
+    if target.exists() and not overwrite and not (target.is_dir() and not any(target.iterdir())):
+        raise FileExistsError(f"output {target} already exists; choose a new path or pass --overwrite")
 
 
 def desnow_video(cfg: Config, input: str, output: str, model_ref: str, device: str = "cpu", tile: int = 0,
-                 compare: bool = False) -> dict[str, Any]:
+                 compare: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Desnow a video file or frame folder into a video file or frame folder at the same fps.
 
-    ``compare`` writes input | output side by side. Returns a summary (frames, fps, seconds, output).
+    ``compare`` writes input | output side by side. The output is written beside the target and
+    renamed into place only when every frame is written (and the input decoded to its declared
+    end), so a failure leaves no output. Returns a summary (frames, fps, seconds, codec, output).
     """
     source, target = Path(input), Path(output)
-    _check_paths(source, target)
+    _check_args(source, target, tile, cfg.inference.tile_overlap, overwrite)
     resolve_device(device)
     model, meta = load_model_ref(model_ref, cfg)
-    log.info("desnowing %s with %s (%s) on %s", source, model_ref, meta.get("variant", "unknown variant"), device)
+    log.info("desnowing %s with %s (%s, checkpoint %s) on %s", source, model_ref,
+             meta.get("variant", "unknown variant"), meta["checkpoint_sha256"][:12], device)
     known_total = len(list_frame_files(source)) if source.is_dir() else None
     held_inputs: deque[np.ndarray] = deque()
 
@@ -232,19 +272,22 @@ def desnow_video(cfg: Config, input: str, output: str, model_ref: str, device: s
             yield frame
 
     count, start = 0, time.perf_counter()
-    with FrameReader(source) as reader, FrameWriter(target, fps=reader.fps) as writer, \
-            tqdm(total=known_total, unit="frame", desc=f"desnow {source.name}") as progress:
-        restored_frames = desnow_frames(model, remember(reader), n_frames=cfg.data.frames_per_clip, device=device,
-                                        tile=tile, tile_overlap=cfg.inference.tile_overlap,
-                                        batch_frames=cfg.inference.batch_frames)
-        for restored in restored_frames:
-            writer.write(np.concatenate([held_inputs.popleft(), restored], axis=1) if compare else restored)
-            count += 1
-            progress.update()
-        fps = reader.fps
+    with atomic_output(target, overwrite) as partial:
+        with FrameReader(source) as reader, FrameWriter(partial, fps=reader.fps) as writer, \
+                tqdm(total=known_total, unit="frame", desc=f"desnow {source.name}") as progress:
+            restored_frames = desnow_frames(model, remember(reader), n_frames=cfg.data.frames_per_clip,
+                                            device=device, tile=tile, tile_overlap=cfg.inference.tile_overlap,
+                                            batch_frames=cfg.inference.batch_frames,
+                                            max_pixels=cfg.inference.max_batch_pixels)
+            for restored in restored_frames:
+                writer.write(np.concatenate([held_inputs.popleft(), restored], axis=1) if compare else restored)
+                count += 1
+                progress.update()
+            fps, codec = reader.fps, writer.codec
+        if count == 0:
+            raise ValueError(f"input {source}: no frames to desnow")
     seconds = time.perf_counter() - start
-    if count == 0:
-        raise ValueError(f"input {source}: no frames to desnow")
     return {"input": str(source), "output": str(target), "frames": count, "fps": fps, "seconds": round(seconds, 3),
-            "frames_per_second": round(count / seconds, 3), "model": model_ref, "device": device, "tile": tile,
+            "frames_per_second": round(count / seconds, 3), "model": model_ref,
+            "checkpoint_sha256": meta["checkpoint_sha256"], "device": device, "tile": tile, "codec": codec,
             "compare": compare}

@@ -1,10 +1,19 @@
-"""The MLflow model registry: the pyfunc model, registration, the champion gate, downloads.
+"""The MLflow model registry: the pyfunc model, registration, the champion gate, model references.
 
-A trained checkpoint is logged as an MLflow pyfunc model (:class:`SemiVDNModel`: a clip
-array in, the desnowed clip out) and registered as a new version of
-``mlflow.model_name`` with its variant, data hashes, git commit and evaluation metrics
-as tags; the alias ``candidate`` points at it. :func:`promote` is the gate that moves
-the alias ``champion``:
+A trained checkpoint is logged as an MLflow pyfunc model (:mod:`semivdn.pyfunc_model`, logged
+as code, so without a pickle) and registered as a version of ``mlflow.model_name`` with its
+variant, data hashes, git commit, checkpoint SHA-256 and evaluation metrics as tags; the
+alias ``candidate`` points at it. A checkpoint is registered once: registering the same file
+again (or retrying after a partial failure) reuses its version. Evaluation metrics are accepted
+only from a summary that scored this exact checkpoint (its ``checkpoint_sha256``).
+
+:func:`load_model_ref` is the one door from a model reference (a checkpoint file or folder,
+``models:/NAME@ALIAS``, ``models:/NAME/VERSION``) to a loaded model, used by ``desnow``,
+``evaluate`` and ``train --init``. Registered checkpoints are cached by content: the cache file
+is named by the SHA-256 the registry records for the version, and is re-hashed on every use, so
+a rebuilt registry or a replaced artifact can never serve the wrong weights.
+
+:func:`promote` is the gate that moves the alias ``champion``:
 
 - no champion yet: the candidate becomes champion;
 - otherwise the candidate must beat the champion on paired PSNR by
@@ -17,7 +26,8 @@ the alias ``champion``:
 "Better" and "drop" follow each metric's ``lower_better``. The read-compare-write runs
 under an exclusive file lock (next to the sqlite store, or in the temp folder keyed by
 the tracking URI), so concurrent promotions on one machine decide one after another
-against the current champion. ``promote(version=N, force=True)`` is the rollback.
+against the current champion; the ``promotion.*`` audit tags are written only by the
+process that moved the alias. ``promote(version=N, force=True)`` is the rollback.
 """
 
 from __future__ import annotations
@@ -29,7 +39,6 @@ import importlib.metadata
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,10 +57,12 @@ from mlflow.types import Schema, TensorSpec
 import semivdn
 from semivdn.config import Config
 from semivdn.eval.specs import METRIC_ORDER, METRICS, SUMMARY_FILE
+from semivdn.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_header
 from semivdn.tracking import configure_mlflow, existing_run, git_commit, tracking_uri
 from semivdn.weights import sha256_file
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 log = logging.getLogger(__name__)
@@ -59,48 +70,13 @@ log = logging.getLogger(__name__)
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 GATE_METRIC = "psnr"
-CHECKPOINT_ARTIFACT = "checkpoint"
 MODEL_IN_RUN = "model"
+CHECKPOINT_ARTIFACT = "checkpoint"
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as code: no pickle in the registry
+DIGEST_TAG = "checkpoint_sha256"
 EXAMPLE_SIZE = 64  # pixels of the input example's frames
 RUNTIME_PACKAGES = ("torch", "torchvision", "timm", "numpy", "safetensors", "PyYAML", "av", "pillow", "tqdm")
 REGISTRY_PREFIX = "models:/"
-
-
-class SemiVDNModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper of a SemiVDN checkpoint.
-
-    ``predict`` takes one clip (T, H, W, 3) or a batch of clips (N, T, H, W, 3), uint8 in
-    0..255 or float in [0, 1], and returns the desnowed frames in the same shape and
-    dtype. The logged signature declares the serving form: one uint8 clip.
-    """
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from semivdn.models.checkpoint import load_checkpoint
-
-        self.model, self.meta = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
-        self.frames_per_clip = int(context.model_config["frames_per_clip"])
-
-    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: np.ndarray,
-                params: dict[str, Any] | None = None) -> np.ndarray:
-        return desnow_array(self.model, np.asarray(model_input), self.frames_per_clip)
-
-
-def desnow_array(model: nn.Module, clips: np.ndarray, frames_per_clip: int) -> np.ndarray:
-    """Desnow a clip (T, H, W, 3) or clips (N, T, H, W, 3); uint8 (0..255) or float ([0, 1]) in and out."""
-    import torch
-
-    from semivdn.inference import desnow_clip
-
-    if clips.ndim not in (4, 5) or clips.shape[-1] != 3:
-        raise ValueError(f"expected a clip (T, H, W, 3) or clips (N, T, H, W, 3), got shape {clips.shape}")
-    is_uint8 = clips.dtype == np.uint8
-    outputs = []
-    for clip in clips if clips.ndim == 5 else clips[None]:
-        frames = torch.from_numpy(clip.astype(np.float32) / (255.0 if is_uint8 else 1.0)).permute(0, 3, 1, 2)
-        outputs.append(desnow_clip(model, frames, frames_per_clip).permute(0, 2, 3, 1).numpy())
-    result = np.stack(outputs)
-    result = (result * 255.0).round().astype(np.uint8) if is_uint8 else result.astype(clips.dtype)
-    return result if clips.ndim == 5 else result[0]
 
 
 def _requirements() -> list[str]:
@@ -116,11 +92,11 @@ def log_model(cfg: Config, checkpoint: Path) -> ModelInfo:
     example = np.zeros((cfg.data.frames_per_clip, EXAMPLE_SIZE, EXAMPLE_SIZE, 3), dtype=np.uint8)
     clip_spec = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))])
     return mlflow.pyfunc.log_model(
-        name=MODEL_IN_RUN, python_model=SemiVDNModel(), artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+        name=MODEL_IN_RUN, python_model=str(MODEL_CODE), artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
         signature=ModelSignature(inputs=clip_spec, outputs=clip_spec), input_example=example,
         model_config={"frames_per_clip": cfg.data.frames_per_clip},
         code_paths=[str(Path(semivdn.__file__).parent)], pip_requirements=_requirements(),
-        tags={"checkpoint_sha256": sha256_file(checkpoint)})
+        tags={DIGEST_TAG: sha256_file(checkpoint)})
 
 
 def _client(cfg: Config) -> MlflowClient:
@@ -131,12 +107,12 @@ def _client(cfg: Config) -> MlflowClient:
 def _logged_model_uri(experiment_id: str, digest: str) -> str | None:
     """A pyfunc model already logged for this exact checkpoint (by training), so it is not logged twice."""
     found = mlflow.search_logged_models(experiment_ids=[experiment_id],
-                                        filter_string=f"tags.checkpoint_sha256 = '{digest}'", output_format="list")
+                                        filter_string=f"tags.{DIGEST_TAG} = '{digest}'", output_format="list")
     return found[0].model_uri if found else None
 
 
 def _version_tags(variant: str, meta: dict[str, Any], digest: str, summary: dict[str, Any] | None) -> dict[str, str]:
-    tags = {"variant": variant, "git_commit": git_commit(), "checkpoint_sha256": digest,
+    tags = {"variant": variant, "git_commit": git_commit(), DIGEST_TAG: digest,
             "training_git_commit": str(meta.get("git_commit", "unknown"))}
     tags.update({key: str(value) for key, value in meta.items() if "hash" in key})
     if summary is not None:
@@ -150,36 +126,61 @@ def _version_tags(variant: str, meta: dict[str, Any], digest: str, summary: dict
     return tags
 
 
+def _read_summary(eval_dir: Path, digest: str) -> dict[str, Any]:
+    """The evaluation summary in ``eval_dir``, which must have scored the checkpoint with SHA-256 ``digest``."""
+    summary_path = Path(eval_dir) / SUMMARY_FILE
+    if not summary_path.is_file():
+        raise FileNotFoundError(f"{summary_path}: no evaluation summary; run `semivdn evaluate` first")
+    summary = json.loads(summary_path.read_text())
+    scored = summary.get(DIGEST_TAG)
+    if scored != digest:
+        what = f"checkpoint {scored[:12]}…" if scored else f"{summary.get('model_ref')!r} (no checkpoint hash)"
+        raise ValueError(f"{summary_path} scored {what}, not this checkpoint {digest[:12]}…; "
+                         "evaluate this checkpoint and register with that folder")
+    return summary
+
+
+def _version_of(client: MlflowClient, name: str, digest: str) -> ModelVersion | None:
+    """The version of ``name`` already holding the checkpoint with SHA-256 ``digest`` (the oldest one)."""
+    found = client.search_model_versions(f"name = '{name}' and tags.{DIGEST_TAG} = '{digest}'")
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
 def register_model(cfg: Config, checkpoint: Path, variant: str, eval_dir: Path | None,
                    alias: str = CANDIDATE) -> dict[str, Any]:
-    """Register ``checkpoint`` as a new version of ``mlflow.model_name`` and point ``alias`` at it.
+    """Register ``checkpoint`` as a version of ``mlflow.model_name`` and point ``alias`` at it.
 
-    The pyfunc model goes into the variant's training run when the checkpoint names one (reusing
-    the model training logged, if it is the same file); metrics come from ``eval_dir/summary.json``.
+    Idempotent by checkpoint hash: a checkpoint already registered keeps its version (its eval
+    tags are refreshed), so a retry after a partial failure never creates a second version. The
+    pyfunc model goes into the variant's training run when the checkpoint names one (reusing the
+    model training logged, if it is the same file); metrics come from ``eval_dir/summary.json``.
     """
-    from semivdn.models.checkpoint import read_checkpoint_header
-
     checkpoint = Path(checkpoint)
     meta = read_checkpoint_header(checkpoint).meta
     if meta.get("variant") not in (None, variant):
         raise ValueError(f"{checkpoint} holds variant {meta['variant']!r}, not {variant!r}")
-    summary = None
-    if eval_dir is not None:
-        summary_path = Path(eval_dir) / SUMMARY_FILE
-        if not summary_path.is_file():
-            raise FileNotFoundError(f"{summary_path}: no evaluation summary; run `semivdn evaluate` first")
-        summary = json.loads(summary_path.read_text())
     digest = sha256_file(checkpoint)
+    summary = _read_summary(eval_dir, digest) if eval_dir is not None else None
     experiment_id = configure_mlflow(cfg)
-    run_id = existing_run(meta.get("mlflow_run_id"))
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"register-{variant}") as run:
-        model_uri = _logged_model_uri(experiment_id, digest) or log_model(cfg, checkpoint).model_uri
-        tags = _version_tags(variant, meta, digest, summary)
-        version = mlflow.register_model(model_uri, cfg.mlflow.model_name, tags=tags)
-        _client(cfg).set_registered_model_alias(cfg.mlflow.model_name, alias, version.version)
-    log.info("registered %s version %s (%s) as %r", cfg.mlflow.model_name, version.version, variant, alias)
-    return {"name": cfg.mlflow.model_name, "version": int(version.version), "alias": alias, "variant": variant,
-            "run_id": run.info.run_id, "model_uri": model_uri, "source": version.source,
+    client, name = _client(cfg), cfg.mlflow.model_name
+    tags = _version_tags(variant, meta, digest, summary)
+    with _registry_lock(cfg):  # one search-then-create at a time: two registrations cannot both create
+        version = _version_of(client, name, digest) if client.search_registered_models(f"name = '{name}'") else None
+        if version is not None:
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version.version, key, value)
+            log.info("%s is already %s version %s: tags refreshed", checkpoint, name, version.version)
+            run_id = version.run_id
+        else:
+            run_id = existing_run(meta.get("mlflow_run_id"))
+            with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"register-{variant}") as run:
+                model_uri = _logged_model_uri(experiment_id, digest) or log_model(cfg, checkpoint).model_uri
+                version = mlflow.register_model(model_uri, name, tags=tags)
+            run_id = run.info.run_id
+        client.set_registered_model_alias(name, alias, version.version)
+    log.info("registered %s version %s (%s) as %r", name, version.version, variant, alias)
+    return {"name": name, "version": int(version.version), "alias": alias, "variant": variant,
+            "run_id": run_id, "checkpoint_sha256": digest, "source": version.source,
             "metrics": {m: summary.get(m) for m in METRIC_ORDER} if summary else {}}
 
 
@@ -245,17 +246,18 @@ def _get_version(client: MlflowClient, name: str, version: int | str) -> ModelVe
         raise ValueError(f"model {name!r} has no version {version} in {client.tracking_uri}") from exc
 
 
-def _lock_path(uri: str) -> Path:
+def _lock_path(uri: str, purpose: str = "promote") -> Path:
     """The sqlite file's sibling for a local store, else a temp file keyed by the tracking URI."""
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-        return database.with_name(database.name + ".promote.lock")
-    return Path(tempfile.gettempdir()) / f"semivdn-promote-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+        return database.with_name(f"{database.name}.{purpose}.lock")
+    return Path(tempfile.gettempdir()) / f"semivdn-{purpose}-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
 
 
 @contextlib.contextmanager
-def _promotion_lock(cfg: Config) -> Iterator[None]:
-    path = _lock_path(tracking_uri(cfg))
+def _registry_lock(cfg: Config, purpose: str = "register") -> Iterator[None]:
+    """An exclusive lock on this tracking store for one read-decide-write sequence (``purpose`` names the file)."""
+    path = _lock_path(tracking_uri(cfg), purpose)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -281,7 +283,7 @@ def promote(cfg: Config, version: int | None = None, force: bool = False) -> dic
     if force and version is None:
         raise ValueError("a forced promotion (rollback) needs an explicit version")
     client, name = _client(cfg), cfg.mlflow.model_name
-    with _promotion_lock(cfg):
+    with _registry_lock(cfg, "promote"):
         champion = _by_alias(client, name, CHAMPION)
         if version is not None:
             target = _get_version(client, name, version)
@@ -290,13 +292,13 @@ def promote(cfg: Config, version: int | None = None, force: bool = False) -> dic
             if target is None:
                 raise ValueError(f"model {name!r} has no {CANDIDATE!r} version; run `semivdn register` first")
         decision = _decide(target, champion, cfg, force)
-        if decision.promoted:
+        if decision.promoted:  # only the process that moves the alias writes the audit tags
             client.set_registered_model_alias(name, CHAMPION, target.version)
-        client.set_model_version_tag(name, target.version, "promotion.decision",
-                                     "promoted" if decision.promoted else "rejected")
-        client.set_model_version_tag(name, target.version, "promotion.reasons", "; ".join(decision.reasons)[:5000])
-        client.set_model_version_tag(name, target.version, "promotion.champion_before",
-                                     champion.version if champion else "none")
+            client.set_model_version_tag(name, target.version, "promotion.decision", "promoted")
+            client.set_model_version_tag(name, target.version, "promotion.reasons",
+                                         "; ".join(decision.reasons)[:5000])
+            client.set_model_version_tag(name, target.version, "promotion.champion_before",
+                                         champion.version if champion else "none")
     now = target.version if decision.promoted else (champion.version if champion else None)
     log.info("%s version %s %s: %s", name, target.version, "promoted" if decision.promoted else "rejected",
              "; ".join(decision.reasons))
@@ -304,8 +306,8 @@ def promote(cfg: Config, version: int | None = None, force: bool = False) -> dic
             "candidate": int(target.version), "previous_champion": int(champion.version) if champion else None}
 
 
-def _parse_uri(client: MlflowClient, uri: str) -> tuple[str, str]:
-    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (name, version)."""
+def _resolve_version(client: MlflowClient, uri: str) -> ModelVersion:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> that version, from this store."""
     body = uri.removeprefix(REGISTRY_PREFIX)
     if not uri.startswith(REGISTRY_PREFIX) or not body:
         raise ValueError(f"{uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
@@ -314,37 +316,81 @@ def _parse_uri(client: MlflowClient, uri: str) -> tuple[str, str]:
         found = _by_alias(client, name, alias)
         if found is None:
             raise ValueError(f"{uri}: model {name!r} has no version with alias {alias!r}")
-        return name, str(found.version)
+        return found
     name, _, version = body.rpartition("/")
     if not name or not version.isdigit():
         raise ValueError(f"{uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    return name, str(_get_version(client, name, version).version)
+    return _get_version(client, name, version)
 
 
 def _cache_dir(cfg: Config) -> Path:
-    root = Path(cfg.mlflow.model_cache or "~/.cache/semivdn/models").expanduser()
-    return root / hashlib.sha256(tracking_uri(cfg).encode()).hexdigest()[:12]
+    """Content-addressed: one file per checkpoint SHA-256, whatever store or version pointed at it."""
+    return Path(cfg.mlflow.model_cache or "~/.cache/semivdn/models").expanduser() / "sha256"
+
+
+def _fetch_checkpoint(client: MlflowClient, uri: str, version: ModelVersion, into: Path) -> Path:
+    """Download the version's checkpoint artifact (and only it) from store ``uri`` into folder ``into``."""
+    source = client.get_model_version_download_uri(version.name, version.version)  # this store's, not the global
+    mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{source.rstrip('/')}/MLmodel", dst_path=str(into),
+                                                  tracking_uri=uri)
+    flavor = Model.load(mlmodel).flavors.get("python_function", {})
+    relative = flavor.get("artifacts", {}).get(CHECKPOINT_ARTIFACT, {}).get("path")
+    if not relative:
+        raise CheckpointError(f"{version.name} version {version.version}: no {CHECKPOINT_ARTIFACT!r} artifact")
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{source.rstrip('/')}/{relative}",
+                                                    dst_path=str(into), tracking_uri=uri))
 
 
 def download_model(cfg: Config, uri: str) -> Path:
-    """The local checkpoint file of a registered version (downloaded once per version into the model cache)."""
+    """The local checkpoint of a registered version, verified against the SHA-256 the registry records for it.
+
+    The cache file is named by that hash and re-hashed on every use; a download whose bytes do not
+    hash to the recorded value is an error, never a model.
+    """
     client = _client(cfg)
-    name, version = _parse_uri(client, uri)
-    folder = _cache_dir(cfg) / name / version
-    if not (folder / "MLmodel").is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=folder.parent))
-        try:
-            source = client.get_model_version_download_uri(name, version)  # this store's, not the global one
-            local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staging),
-                                                        tracking_uri=tracking_uri(cfg))
-            with contextlib.suppress(OSError):  # another process finished first (the rename is atomic): keep it
-                os.replace(local, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    flavor = Model.load(str(folder / "MLmodel")).flavors.get("python_function", {})
-    relative = flavor.get("artifacts", {}).get(CHECKPOINT_ARTIFACT, {}).get("path")
-    if not relative or not (folder / relative).is_file():
-        raise FileNotFoundError(f"{uri} (version {version}): no {CHECKPOINT_ARTIFACT!r} artifact in {folder}")
-    log.info("%s -> %s", uri, folder / relative)
-    return folder / relative
+    version = _resolve_version(client, uri)
+    digest = version.tags.get(DIGEST_TAG, "")
+    if len(digest) != 64:
+        raise CheckpointError(f"{uri} ({version.name} version {version.version}) records no {DIGEST_TAG} tag, so "
+                              "its weights cannot be verified; register the checkpoint again")
+    cache = _cache_dir(cfg)
+    cached = cache / f"{digest}.safetensors"
+    if not (cached.is_file() and sha256_file(cached) == digest):
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as staging:
+            fetched = _fetch_checkpoint(client, tracking_uri(cfg), version, Path(staging))
+            got = sha256_file(fetched)
+            if got != digest:
+                raise CheckpointError(f"{uri} ({version.name} version {version.version}): the registry records "
+                                      f"checkpoint {digest[:12]}…, but its artifact hashes to {got[:12]}…")
+            os.replace(fetched, cached)  # atomic: a concurrent download of the same bytes is harmless
+    log.info("%s -> %s version %s (%s), checkpoint %s", uri, version.name, version.version,
+             version.tags.get("variant", "unknown variant"), digest[:12])
+    return cached
+
+
+def _checkpoint_in(folder: Path) -> Path:
+    found = sorted(folder.rglob("*.safetensors"))
+    if len(found) != 1:
+        raise CheckpointError(f"{folder}: expected exactly one .safetensors checkpoint, found {len(found)}"
+                              + (f": {[str(p) for p in found[:5]]}" if found else ""))
+    return found[0]
+
+
+def resolve_checkpoint(cfg: Config, ref: str) -> Path:
+    """A model reference (checkpoint file, folder holding one, ``models:/NAME@ALIAS|/VERSION``) -> local file."""
+    if ref.startswith(REGISTRY_PREFIX):
+        return download_model(cfg, ref)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        path = _checkpoint_in(path)
+    if not path.is_file():
+        raise CheckpointError(f"{ref}: no such checkpoint file or folder (or use models:/NAME@ALIAS)")
+    return path
+
+
+def load_model_ref(ref: str, cfg: Config, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load the model ``ref`` names; its meta gains ``checkpoint`` (the file) and ``checkpoint_sha256``."""
+    path = resolve_checkpoint(cfg, ref)
+    model, meta = load_checkpoint(path, map_location)
+    return model, {**meta, "checkpoint": str(path), DIGEST_TAG: sha256_file(path)}

@@ -26,15 +26,32 @@ def configure_mlflow(cfg: Config) -> str:
     """Point MLflow at the configured store and experiment; return the experiment id."""
     mlflow.set_tracking_uri(tracking_uri(cfg))
     experiment = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
-    if experiment is not None:
-        mlflow.set_experiment(cfg.mlflow.experiment)
-        return experiment.experiment_id
     location = cfg.mlflow.artifact_location
     if "://" not in location:
         location = Path(location).resolve().as_uri()
+    if experiment is not None:
+        _check_artifact_location(cfg, experiment.artifact_location, location)
+        mlflow.set_experiment(cfg.mlflow.experiment)
+        return experiment.experiment_id
     experiment_id = mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=location)
     mlflow.set_experiment(cfg.mlflow.experiment)
     return experiment_id
+
+
+def _check_artifact_location(cfg: Config, stored: str, configured: str) -> None:
+    """A local store must keep writing where params say: a store whose experiment points elsewhere.
+
+    MLflow stores the artifact location as an absolute URI, so a copied or moved project would
+    silently keep writing into the original folder; that is refused, naming both places.
+    """
+    local = tracking_uri(cfg).startswith("sqlite:")
+    if not local or not stored.startswith("file:") or "://" in cfg.mlflow.artifact_location:
+        return  # a tracking server or an explicit URI decides where artifacts go
+    if stored.rstrip("/") != configured.rstrip("/"):
+        raise RuntimeError(f"MLflow experiment {cfg.mlflow.experiment!r} in {tracking_uri(cfg)} stores artifacts in "
+                           f"{stored}, but mlflow.artifact_location {cfg.mlflow.artifact_location!r} is {configured} "
+                           "here (was the project moved or copied?); set mlflow.artifact_location to an explicit "
+                           "URI or use a fresh tracking store")
 
 
 def existing_run(run_id: str | None) -> str | None:

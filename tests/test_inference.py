@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +12,10 @@ import torch
 from semivdn.config import Config, Model
 from semivdn.data.video import FrameWriter, count_frames, list_frame_files, probe, to_tensor, to_uint8
 from semivdn.inference import desnow_clip, desnow_frames, desnow_video, plan_tiles, reflect_index
-from semivdn.models import VDNOutput, create_model, load_model_ref, save_checkpoint
+from semivdn.models import VDNOutput, create_model, save_checkpoint
 from semivdn.models.vdn import VDN
+from semivdn.registry import load_model_ref
+from semivdn.weights import sha256_file
 
 TINY = Model(dim=16, heads=2, decoder_channels=8, sr_ratio=2)
 
@@ -150,13 +150,10 @@ def test_desnow_video_errors_are_clear(checkpoint: str, tmp_path) -> None:
             desnow_video(cfg, str(source), str(tmp_path / "o.mp4"), model_ref=checkpoint, device="cuda")
 
 
-def test_load_model_ref_resolves_registry_uris_and_folders(checkpoint: str, tmp_path, monkeypatch) -> None:
-    asked: list[str] = []
-
-    def download_model(cfg: Config, uri: str):
-        asked.append(uri)
-        return Path(checkpoint).parent  # a folder holding one checkpoint, as an MLflow artifact
-
-    monkeypatch.setitem(sys.modules, "semivdn.registry", types.SimpleNamespace(download_model=download_model))
-    _, meta = load_model_ref("models:/semivdn@champion", Config())
-    assert asked == ["models:/semivdn@champion"] and meta == {"variant": "M2"}
+def test_load_model_ref_resolves_files_and_folders_and_names_the_hash(checkpoint: str, tmp_path) -> None:
+    _, by_file = load_model_ref(checkpoint, Config())
+    _, by_folder = load_model_ref(str(Path(checkpoint).parent), Config())  # a folder holding one checkpoint
+    assert by_file == by_folder
+    assert by_file["variant"] == "M2" and by_file["checkpoint_sha256"] == sha256_file(Path(checkpoint))
+    with pytest.raises(RuntimeError, match="no such checkpoint"):
+        load_model_ref(str(tmp_path / "absent.safetensors"), Config())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import multiprocessing
 from collections.abc import Iterator
@@ -18,10 +19,13 @@ from mlflow.tracking import MlflowClient
 from semivdn.config import Config, Model
 from semivdn.inference import desnow_clip
 from semivdn.models import create_model, load_checkpoint, save_checkpoint
+from semivdn.models.checkpoint import read_checkpoint_header
 from semivdn.registry import _gain, _lock_path, download_model, gate, promote, register_model
 from semivdn.tracking import configure_mlflow
+from semivdn.weights import sha256_file
 
 TINY_MODEL = Model(dim=16, heads=2, decoder_channels=8)
+_SERIAL = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +52,30 @@ def _named(cfg: Config, model_name: str) -> Config:
 
 
 def _register(cfg: Config, root: Path, psnr: float | None, nima: float | None = 4.2,
-              musiq: float | None = 50.0) -> int:
+              musiq: float | None = 50.0, checkpoint: Path | None = None) -> int:
+    """Register a checkpoint (default: the fixture's M2) with an evaluation summary that scored it.
+
+    Registration is idempotent by checkpoint hash, so a distinct checkpoint is written for each
+    call without one (same architecture, different weights).
+    """
+    if checkpoint is None:
+        checkpoint = _distinct_checkpoint(root, f"{cfg.mlflow.model_name}-{next(_SERIAL)}")
     folder = root / "evals" / f"{cfg.mlflow.model_name}-{psnr}-{nima}-{musiq}"
     folder.mkdir(parents=True, exist_ok=True)
     values = {"psnr": psnr, "ssim": 0.9, "lpips": None, "nima": nima, "musiq": musiq}
     summary = {"name": "M2", "split": "test", "frames": 6, **values,
+               "checkpoint_sha256": sha256_file(checkpoint),
                "unavailable": {m: "weights missing" for m, v in values.items() if v is None}}
     (folder / "summary.json").write_text(json.dumps(summary))
-    return register_model(cfg, root / "M2" / "model.safetensors", "M2", folder)["version"]
+    return register_model(cfg, checkpoint, "M2", folder)["version"]
+
+
+def _distinct_checkpoint(root: Path, tag: str, meta: dict | None = None) -> Path:
+    """A tiny M2 checkpoint whose weights (so hash) depend on ``tag``, in the fixture's training run."""
+    template = read_checkpoint_header(root / "M2" / "model.safetensors").meta
+    torch.manual_seed(int(hashlib.sha256(tag.encode()).hexdigest()[:8], 16))
+    path = root / "checkpoints" / tag / "model.safetensors"
+    return save_checkpoint(path, create_model(TINY_MODEL), TINY_MODEL, meta={**template, **(meta or {})})
 
 
 def _champion(cfg: Config) -> int:
@@ -103,7 +123,7 @@ def test_gain_follows_each_metrics_direction() -> None:
 def test_register_tags_the_version_and_sets_the_candidate_alias(store: tuple[Config, Path]) -> None:
     cfg, root = store
     cfg = _named(cfg, "tags")
-    version = _register(cfg, root, psnr=21.5, nima=None)
+    version = _register(cfg, root, psnr=21.5, nima=None, checkpoint=root / "M2" / "model.safetensors")
     client = MlflowClient(cfg.mlflow.tracking_uri)
     found = client.get_model_version_by_alias("tags", "candidate")
     assert int(found.version) == version
@@ -129,8 +149,9 @@ def test_promotion_sequence_first_better_worse_tie_and_rollback(store: tuple[Con
     worse = _register(cfg, root, psnr=20.5)
     result = promote(cfg)
     assert not result["promoted"] and result["champion"] == better and _champion(cfg) == better
+    assert "gain -0.5000" in result["reasons"][0]
     tags = MlflowClient(cfg.mlflow.tracking_uri).get_model_version("sequence", str(worse)).tags
-    assert tags["promotion.decision"] == "rejected" and "gain -0.5000" in tags["promotion.reasons"]
+    assert "promotion.decision" not in tags  # audit tags come only from the process that moved the alias
     _register(cfg, root, psnr=21.0)
     tie = promote(cfg)
     assert not tie["promoted"] and "a tie keeps the champion" in tie["reasons"][0]
@@ -167,7 +188,7 @@ def test_lock_file_sits_next_to_the_sqlite_store() -> None:
 def test_logged_model_loads_as_pyfunc_and_desnows_a_clip(store: tuple[Config, Path]) -> None:
     cfg, root = store
     cfg = _named(cfg, "pyfunc")
-    version = _register(cfg, root, psnr=20.0)
+    version = _register(cfg, root, psnr=20.0, checkpoint=root / "M2" / "model.safetensors")
     loaded = mlflow.pyfunc.load_model(f"models:/pyfunc/{version}")
     rng = np.random.default_rng(0)
     clip = rng.integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
@@ -186,7 +207,7 @@ def test_download_model_resolves_aliases_and_versions_to_the_checkpoint(store: t
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, root = store
     cfg = _named(cfg, "download")
-    version = _register(cfg, root, psnr=20.0)
+    version = _register(cfg, root, psnr=20.0, checkpoint=root / "M2" / "model.safetensors")
     promote(cfg)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{root / 'elsewhere.db'}")  # the process-wide registry
     by_alias = download_model(cfg, "models:/download@champion")  # must not matter: the configured store is used

@@ -9,6 +9,7 @@ what it converted in :attr:`FrameReader.conversions` so curation can note it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,6 +23,10 @@ from PIL import Image
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 DEFAULT_FOLDER_FPS = 25.0
+PREFERRED_CODEC = "libx264"
+FALLBACK_CODEC = "mpeg4"
+
+log = logging.getLogger(__name__)
 
 
 class VideoError(RuntimeError):
@@ -138,11 +143,16 @@ class FrameReader:
             return
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
+        declared, decoded = stream.frames, 0
         try:
             for frame in self._container.decode(stream):
+                decoded += 1
                 yield frame.to_ndarray(format="rgb24")
         except av.error.FFmpegError as exc:
             raise VideoError(f"{self.path}: truncated or corrupt video ({exc})") from exc
+        if declared and decoded < declared:  # e.g. a faststart mp4 cut short: its index outlives the data
+            raise VideoError(f"{self.path}: truncated video: decoded {decoded} of the {declared} frames its "
+                             "container declares")
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -173,8 +183,9 @@ def count_frames(path: str | Path) -> int:
 class FrameWriter:
     """Write RGB uint8 frames to a video file (by suffix) or a frame folder (no suffix).
 
-    Video uses H.264 (``libx264``) when available, else MPEG-4 part 2; frame folders
-    get zero-padded PNG names. Frame size is taken from the first frame.
+    Video uses H.264 (``libx264``) when available, else MPEG-4 part 2 with a warning; the
+    codec used is in :attr:`codec` and in the file's ``comment`` tag. Frame folders get
+    zero-padded PNG names. Frame size is taken from the first frame.
     """
 
     def __init__(self, path: str | Path, fps: float = DEFAULT_FOLDER_FPS, quality: int = 18) -> None:
@@ -185,6 +196,8 @@ class FrameWriter:
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
         self.is_video = self.path.suffix.lower() in VIDEO_SUFFIXES
+        self.codec = (PREFERRED_CODEC if PREFERRED_CODEC in av.codecs_available else FALLBACK_CODEC) \
+            if self.is_video else "png"
         if self.path.suffix and not self.is_video and self.path.suffix.lower() not in IMAGE_SUFFIXES:
             raise VideoError(f"{self.path}: unsupported output type; use {sorted(VIDEO_SUFFIXES)} or a folder")
         if self.is_video:
@@ -201,11 +214,15 @@ class FrameWriter:
     def _open_stream(self, height: int, width: int) -> None:
         self._container = av.open(str(self.path), mode="w")
         rate = Fraction(self.fps).limit_denominator(1001)
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        codec = self.codec
+        if codec != PREFERRED_CODEC:  # announced, and recorded in the file, never silent
+            log.warning("%s: %s is not available in this FFmpeg build; encoding with %s (lower quality per bit)",
+                        self.path, PREFERRED_CODEC, codec)
+        self._container.metadata["comment"] = f"semivdn encoder: {codec}"
         stream = self._container.add_stream(codec, rate=rate)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
+        if codec == PREFERRED_CODEC:
             stream.options = {"crf": str(self.quality), "preset": "veryfast"}
         else:
             stream.bit_rate = max(1_000_000, width * height * 8)

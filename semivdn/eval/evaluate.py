@@ -42,7 +42,7 @@ def _load_method(cfg: Config, model_ref: str, device: torch.device) -> tuple[Met
     if model_ref in BASELINES:
         return BASELINES[model_ref], {"variant": model_ref}
     from semivdn.inference import desnow_clip
-    from semivdn.models.checkpoint import load_model_ref
+    from semivdn.registry import load_model_ref
 
     model, meta = load_model_ref(model_ref, cfg)
     model = model.to(device).eval()
@@ -179,8 +179,9 @@ def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root
     paired_frames = sum(row["frames"] for row in paired_rows)
     real_frames = sum(row["frames"] for row in real_rows)
     summary: dict[str, Any] = {
-        "name": name, "variant": str(meta.get("variant", name)), "model_ref": model_ref, "split": split,
-        **values, "unavailable": unavailable, "frames": paired_frames + real_frames,
+        "name": name, "variant": str(meta.get("variant", name)), "model_ref": model_ref,
+        "checkpoint_sha256": meta.get("checkpoint_sha256"),  # what `register` checks: these scores are this file's
+        "split": split, **values, "unavailable": unavailable, "frames": paired_frames + real_frames,
         "paired_frames": paired_frames, "real_frames": real_frames,
         "paired_clips": len(paired_rows), "real_clips": len(real_rows),
     }

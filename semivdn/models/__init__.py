@@ -2,8 +2,8 @@
 
 from semivdn.models import vdn
 from semivdn.models.builder import MODELS, create_model, register_model
-from semivdn.models.checkpoint import CheckpointError, load_checkpoint, load_model_ref, save_checkpoint
+from semivdn.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from semivdn.models.vdn import VDN, VDNOutput
 
-__all__ = ["MODELS", "VDN", "CheckpointError", "VDNOutput", "create_model", "load_checkpoint", "load_model_ref",
-           "register_model", "save_checkpoint", "vdn"]
+__all__ = ["MODELS", "VDN", "CheckpointError", "VDNOutput", "create_model", "load_checkpoint", "register_model",
+           "save_checkpoint", "vdn"]

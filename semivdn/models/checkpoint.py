@@ -21,12 +21,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from semivdn.config import Config, ConfigError, Model, config_from_dict
+from semivdn.config import ConfigError, Model, config_from_dict
 from semivdn.models.builder import create_model
 
 FORMAT = "semivdn-checkpoint"
 FORMAT_VERSION = 1
-REGISTRY_SCHEME = "models:/"
 
 
 class CheckpointError(RuntimeError):
@@ -51,16 +50,27 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_cfg: Model, meta: 
     except TypeError as exc:
         raise ValueError(f"checkpoint meta for {path} must be JSON-serializable: {exc}") from exc
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    broken = [name for name, tensor in tensors.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if broken:  # a diverged model must never look like a trained one
+        raise CheckpointError(f"{path}: refusing to save non-finite weights ({len(broken)} tensors, "
+                              f"e.g. {broken[0]}); training diverged")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(temporary), metadata=header)
+        os.chmod(temporary, 0o666 & ~_umask())  # the mode a plain new file gets, whatever created it
         with temporary.open("rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _parse_header(path: Path, metadata: dict[str, str] | None) -> CheckpointHeader:
@@ -94,6 +104,15 @@ def read_checkpoint_header(path: str | Path) -> CheckpointHeader:
     return _parse_header(path, metadata)
 
 
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from the safetensors header, without reading any weight."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read the tensor table ({type(exc).__name__}: {exc})") from exc
+
+
 def _read_tensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt", device=str(map_location)) as handle:
@@ -102,12 +121,12 @@ def _read_tensors(path: Path, map_location: str | torch.device) -> dict[str, tor
         raise CheckpointError(f"{path}: cannot read the weights ({type(exc).__name__}: {exc})") from exc
 
 
-def _check_match(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+def _check_match(path: Path, shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]],
                  model_cfg: Model) -> None:
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [f"{name} {tuple(tensors[name].shape)} != {tuple(expected[name].shape)}"
-             for name in sorted(set(tensors) & set(expected)) if tensors[name].shape != expected[name].shape]
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [f"{name} {shapes[name]} != {expected[name]}"
+             for name in sorted(set(shapes) & set(expected)) if shapes[name] != expected[name]]
     if missing or unexpected or wrong:
         details = ([f"missing {name}" for name in missing[:3]] + [f"unexpected {name}" for name in unexpected[:3]]
                    + wrong[:3])
@@ -117,38 +136,27 @@ def _check_match(path: Path, tensors: dict[str, torch.Tensor], expected: dict[st
                               f"{len(wrong)} wrong shape; {'; '.join(details)}")
 
 
+def _build(path: Path, model_cfg: Model, device: str | torch.device) -> nn.Module:
+    try:
+        with torch.device(device):
+            return create_model(model_cfg)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: cannot build the model in its header ({exc})") from exc
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, meta)."""
+    """Rebuild the model a checkpoint describes and load its weights; returns (model in eval mode, meta).
+
+    The architecture in the header is first built on the ``meta`` device (no memory) and its shapes
+    compared with the file's tensor table, so a crafted header naming a huge model fails before
+    anything is allocated: the file must actually hold every weight the header asks for.
+    """
     path = Path(path)
     header = read_checkpoint_header(path)
     # the weights come from the checkpoint, so the encoder must not look for ImageNet files
     model_cfg = dataclasses.replace(header.model_config, encoder_weights="none")
-    try:
-        model = create_model(model_cfg)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: cannot build the model in its header ({exc})") from exc
-    tensors = _read_tensors(path, map_location)
-    _check_match(path, tensors, model.state_dict(), model_cfg)
-    model.load_state_dict(tensors, strict=True)
+    expected = {name: tuple(t.shape) for name, t in _build(path, model_cfg, "meta").state_dict().items()}
+    _check_match(path, _header_shapes(path), expected, model_cfg)
+    model = _build(path, model_cfg, "cpu")
+    model.load_state_dict(_read_tensors(path, map_location), strict=True)
     return model.to(map_location).eval(), header.meta
-
-
-def _checkpoint_in(folder: Path) -> Path:
-    found = sorted(folder.rglob("*.safetensors"))
-    if len(found) != 1:
-        raise CheckpointError(f"{folder}: expected exactly one .safetensors checkpoint, found {len(found)}"
-                              + (f": {[str(p) for p in found[:5]]}" if found else ""))
-    return found[0]
-
-
-def load_model_ref(ref: str, cfg: Config) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a model from a checkpoint path (file, or folder holding one) or ``models:/NAME@ALIAS|/VERSION``."""
-    if ref.startswith(REGISTRY_SCHEME):
-        from semivdn.registry import download_model
-
-        path = Path(download_model(cfg, ref))
-    else:
-        path = Path(ref).expanduser()
-    if path.is_dir():
-        path = _checkpoint_in(path)
-    return load_checkpoint(path)

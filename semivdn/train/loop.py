@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ from semivdn.eval.metrics import Metric, create_metric
 from semivdn.inference import desnow_clip
 from semivdn.losses import DCR, SupervisedLoss, UnsupervisedLoss, load_perceptual_backbone, ramp_up
 from semivdn.models import create_model
-from semivdn.models.checkpoint import load_checkpoint, load_model_ref, save_checkpoint
+from semivdn.models.checkpoint import save_checkpoint
+from semivdn.registry import load_model_ref, log_model
 from semivdn.tracking import configure_mlflow, git_commit
 from semivdn.train.augment import strong_augment
 from semivdn.train.distributed import DistContext, init_distributed, shutdown_distributed
@@ -269,11 +271,14 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
     if resume and not resuming:
         log.info("no checkpoint at %s: starting %s from scratch", state_path, variant)
     if init_ref and not resuming:
-        model, meta = (load_checkpoint(init_ref) if Path(init_ref).is_file() else load_model_ref(init_ref, cfg))
+        model, meta = load_model_ref(init_ref, cfg)
         trainer.init_from(model)
         log.info("%s starts from %s (%s)", variant, init_ref, meta.get("variant", "?"))
     trainer.start_teacher()
     state = trainer.load_state_dict(load_state(state_path)) if resuming else TrainState()
+    if state.iteration > cfg.train.iters:  # would relabel the model and overwrite its state
+        raise ValueError(f"{state_path} is at iteration {state.iteration}, beyond train.iters={cfg.train.iters} "
+                         f"for {variant}; resume with iters >= {state.iteration} or train into a new --out")
 
     manifest = load_manifest(curated)
     n_frames = cfg.data.frames_per_clip
@@ -325,14 +330,24 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
                                   "data_hash": data_hash(manifest), "profile": cfg.profile,
                                   "git_commit": git_commit()})
             mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items() if isinstance(v, float)})
-            from semivdn.registry import log_model
-
             log_model(cfg, final)
             metrics.update(variant=variant, mlflow_run_id=state.run_id, checkpoint=str(final))
             if metrics_path:
                 Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
                 Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term became NaN or infinite: training stops before any checkpoint of the broken weights."""
+
+
+def _stop_if_diverged(parts: dict[str, float], iteration: int) -> None:
+    broken = {name: value for name, value in parts.items() if not math.isfinite(value)}
+    if broken:
+        terms = ", ".join(f"{name}={value}" for name, value in broken.items())
+        raise TrainingDiverged(f"training diverged at iteration {iteration}: non-finite loss ({terms}); "
+                               "nothing was checkpointed from this step; lower train.lr or check the data")
 
 
 def _truncate_curve(path: Path, start: int) -> None:
@@ -364,6 +379,7 @@ def _loop(cfg: Config, trainer: Trainer, state: TrainState, paired_iter: Iterato
         batch = Batch(paired_batch["snowy"].to(device), paired_batch["clean"].to(device), real_batch)
         parts = trainer.step(batch, iteration)
         done = iteration + 1
+        _stop_if_diverged(parts, done)
         progress.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{parts['lr']:.2e}")
         if not main:
             continue
@@ -388,5 +404,5 @@ def _loop(cfg: Config, trainer: Trainer, state: TrainState, paired_iter: Iterato
     seconds = time.perf_counter() - began
     if main:
         save_state(out_dir / STATE_FILE, trainer.state_dict(state))
-    return {"iterations": stop, "final_loss": parts.get("loss", float("nan")), **val,
+    return {"iterations": stop, "final_loss": parts.get("loss"), **val,
             "seconds": round(seconds, 2), "it_per_s": round((stop - start) / max(seconds, 1e-9), 3)}

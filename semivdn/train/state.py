@@ -18,6 +18,13 @@ STATE_FILE = "last.ckpt"
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically; weights that are NaN or infinite are refused (the old state is kept)."""
+    for part in ("student", "teacher"):
+        broken = [name for name, tensor in state.get(part, {}).items()
+                  if tensor.is_floating_point() and not tensor.isfinite().all()]
+        if broken:
+            raise RuntimeError(f"{path}: refusing to save non-finite {part} weights ({broken[0]} and "
+                               f"{len(broken) - 1} more) at iteration {state.get('iteration')}; training diverged")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as handle:
@@ -31,4 +38,6 @@ def load_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a torn or foreign file is a clear error, not a half resume
-        raise RuntimeError(f"{path}: cannot resume from this training checkpoint ({exc})") from exc
+        # only the exception type: torch's own text would suggest weights_only=False, which must never be done
+        raise RuntimeError(f"{path}: cannot resume: not a readable SemiVDN training checkpoint "
+                           f"({type(exc).__name__}); delete it to train from scratch") from exc
