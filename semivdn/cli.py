@@ -23,7 +23,7 @@ Handler = Callable[[argparse.Namespace, Config], Any]
 def _data_make(args: argparse.Namespace, cfg: Config) -> Any:
     from semivdn.data.make import make_dataset
 
-    return make_dataset(cfg, Path(args.out or cfg.paths.raw))
+    return make_dataset(cfg, Path(args.out or cfg.paths.raw), Path(args.truth or cfg.paths.real_truth))
 
 
 def _data_curate(args: argparse.Namespace, cfg: Config) -> Any:
@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     make = command("make", _data_make, "write the embedded paired synthetic set and the real stand-in set",
                    data_commands)
     make.add_argument("--out", help="output root (default: paths.raw)")
+    make.add_argument("--truth", help="where the proxy-real clean frames go, outside --out; evaluation only "
+                      "(default: paths.real_truth)")
     cur = command("curate", _data_curate, "scan, validate and quarantine raw data into a manifest", data_commands)
     cur.add_argument("--raw", help="raw data root (default: paths.raw)")
     cur.add_argument("--out", help="output folder (default: paths.curated)")
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = command("evaluate", _evaluate, "PSNR/SSIM/LPIPS on paired clips, NIMA/MUSIQ on real clips")
     ev.add_argument("--model", required=True, help="checkpoint path, models:/NAME@ALIAS, or 'input'/'median3'")
     ev.add_argument("--name", help="row name in reports (default: derived from --model)")
-    ev.add_argument("--split", default="test", choices=("train", "test"))
+    ev.add_argument("--split", default="test", choices=("train", "val", "test"))
     ev.add_argument("--raw", help="raw data root (default: paths.raw)")
     ev.add_argument("--curated", help="curated folder (default: paths.curated)")
     ev.add_argument("--out", required=True, help="output folder for the CSV, JSON and image grids")

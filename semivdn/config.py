@@ -42,6 +42,7 @@ def _check_range(pair: tuple[float, float], key: str, low: float = 0.0, high: fl
 @dataclass(frozen=True)
 class Paths:
     raw: str = "data/raw"
+    real_truth: str = "data/real_truth"
     curated: str = "data/curated"
     models: str = "models"
     metrics: str = "metrics"
@@ -54,16 +55,19 @@ class MakeData:
     width: int = 128
     frames: int = 12
     train_clips: int = 14
-    test_clips: int = 4
+    val_clips: int = 4
+    test_clips: int = 12
     real_train_clips: int = 8
-    real_test_clips: int = 4
+    real_val_clips: int = 4
+    real_test_clips: int = 12
     fps: int = 12
     real_format: Literal["mp4", "png"] = "mp4"
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
             _require(getattr(self, name) >= 32, f"make_data.{name}", "must be at least 32 pixels")
-        for name in ("frames", "train_clips", "test_clips", "real_train_clips", "real_test_clips", "fps"):
+        for name in ("frames", "train_clips", "val_clips", "test_clips", "real_train_clips", "real_val_clips",
+                     "real_test_clips", "fps"):
             _require(getattr(self, name) >= 1, f"make_data.{name}", "must be at least 1")
 
 
@@ -95,6 +99,44 @@ class SnowParams:
         _check_range(self.airlight_range, "snow.airlight_range", 0.0, 1.0)
         for name in ("streak_fraction", "bokeh_fraction"):
             _require(0.0 <= getattr(self, name) <= 1.0, f"snow.{name}", "must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class RealSnowParams:
+    """Knobs of the proxy-real snow model (semivdn.data.realsnow): a filmed 3-D particle snowfall."""
+
+    fov_deg: float = 60.0
+    depth_range: tuple[float, float] = (0.3, 4.0)  # metres from the lens where flakes are resolved
+    density: float = 20.0  # flakes per cubic metre
+    diameter_range: tuple[float, float] = (0.01, 0.05)  # metres, log-uniform
+    clump_fraction: float = 0.05
+    clump_scale: tuple[float, float] = (2.0, 4.0)  # a clump's diameter over a flake's
+    fall_speed: tuple[float, float] = (0.6, 1.5)  # metres per second
+    wind_range: tuple[float, float] = (-1.5, 1.5)  # metres per second
+    turbulence: float = 0.4  # metres per second of gusts, eddies and flutter
+    focus_range: tuple[float, float] = (1.5, 8.0)  # metres
+    aperture_range: tuple[float, float] = (0.005, 0.02)  # circle of confusion at infinity, fraction of width
+    exposure_range: tuple[float, float] = (0.3, 1.0)  # shutter open, fraction of the frame interval
+    veil_range: tuple[float, float] = (0.05, 0.25)  # light scattered by unresolved far snow
+    noise_range: tuple[float, float] = (0.003, 0.02)  # read noise (standard deviation, of full scale)
+    jpeg_quality: tuple[int, int] = (45, 90)
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.fov_deg < 180.0, "real_snow.fov_deg", "must lie in (0, 180)")
+        _require(self.density >= 0, "real_snow.density", "must be >= 0")
+        _require(0.0 <= self.clump_fraction <= 1.0, "real_snow.clump_fraction", "must lie in [0, 1]")
+        _require(self.turbulence >= 0, "real_snow.turbulence", "must be >= 0")
+        _check_range(self.depth_range, "real_snow.depth_range", 1e-3)
+        _check_range(self.diameter_range, "real_snow.diameter_range", 1e-5)
+        _check_range(self.clump_scale, "real_snow.clump_scale", 1.0)
+        _check_range(self.fall_speed, "real_snow.fall_speed", 0.0)
+        _check_range(self.wind_range, "real_snow.wind_range", -float("inf"))
+        _check_range(self.focus_range, "real_snow.focus_range", 1e-3)
+        _check_range(self.aperture_range, "real_snow.aperture_range", 0.0, 1.0)
+        _check_range(self.exposure_range, "real_snow.exposure_range", 0.0, 1.0)
+        _check_range(self.veil_range, "real_snow.veil_range", 0.0, 1.0)
+        _check_range(self.noise_range, "real_snow.noise_range", 0.0, 1.0)
+        _check_range(self.jpeg_quality, "real_snow.jpeg_quality", 1, 95)
 
 
 @dataclass(frozen=True)
@@ -301,7 +343,7 @@ class Config:
     paths: Paths = field(default_factory=Paths)
     make_data: MakeData = field(default_factory=MakeData)
     snow: SnowParams = field(default_factory=SnowParams)
-    real_snow: SnowParams = field(default_factory=SnowParams)
+    real_snow: RealSnowParams = field(default_factory=RealSnowParams)
     data: Data = field(default_factory=Data)
     curate: Curate = field(default_factory=Curate)
     weights: Weights = field(default_factory=Weights)

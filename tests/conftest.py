@@ -38,11 +38,16 @@ def _clip(rng: np.random.Generator, frames: int, size: int) -> tuple[np.ndarray,
 
 
 def write_tiny_dataset(root: Path, size: int = 48, frames: int = 6, seed: int = 0) -> tuple[Path, Path]:
-    """Raw paired/real clips plus a curated manifest.parquet; returns (raw, curated)."""
+    """Raw paired/real clips plus a curated manifest.parquet; returns (raw, curated).
+
+    The real test clip's clean frames are kept aside in ``root/truth`` (:func:`truth_of`), as
+    ``semivdn data make`` does for the proxy-real set.
+    """
     rng = np.random.default_rng(seed)
     raw, curated = root / "raw", root / "curated"
     rows = []
-    for source, split, count in (("paired", "train", 2), ("paired", "test", 1), ("real", "train", 2)):
+    for source, split, count in (("paired", "train", 2), ("paired", "val", 1), ("paired", "test", 1),
+                                 ("real", "train", 2), ("real", "test", 1)):
         for index in range(count):
             clean, snowy = _clip(rng, frames, size)
             name = f"clip_{index:03d}"
@@ -52,6 +57,8 @@ def write_tiny_dataset(root: Path, size: int = 48, frames: int = 6, seed: int = 
             else:
                 snowy_rel, clean_rel = f"real/{split}/{name}", None
                 pairs = ((snowy_rel, snowy),)
+                if split != "train":
+                    pairs += ((f"../truth/{split}/{name}", clean),)
             for rel, array in pairs:
                 with FrameWriter(raw / rel) as writer:
                     for frame in array:
@@ -63,6 +70,11 @@ def write_tiny_dataset(root: Path, size: int = 48, frames: int = 6, seed: int = 
     curated.mkdir(parents=True)
     pd.DataFrame(rows).to_parquet(curated / "manifest.parquet")
     return raw, curated
+
+
+def truth_of(raw: Path) -> Path:
+    """Where :func:`write_tiny_dataset` keeps the real clips' clean frames: beside, not inside, ``raw``."""
+    return raw.parent / "truth"
 
 
 @pytest.fixture(scope="session")

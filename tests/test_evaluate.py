@@ -144,15 +144,15 @@ def test_a_baseline_is_logged_into_a_new_eval_run(evaluations: dict) -> None:
 def test_split_without_real_clips_reports_nr_metrics_unavailable(env: tuple[Config, Path],
                                                                  tiny_data: tuple[Path, Path]) -> None:
     cfg, root = env
-    summary = evaluate(cfg, "input", "input-test", "test", *tiny_data, root / "eval-test")
-    assert summary["nima"] is None and summary["unavailable"]["nima"] == "no real clips in split 'test'"
+    summary = evaluate(cfg, "input", "input-val", "val", *tiny_data, root / "eval-val")
+    assert summary["nima"] is None and summary["unavailable"]["nima"] == "no real clips in split 'val'"
     assert summary["paired_clips"] == 1 and summary["real_frames"] == 0
 
 
 def test_bad_requests_are_refused(env: tuple[Config, Path], tiny_data: tuple[Path, Path]) -> None:
     cfg, root = env
     with pytest.raises(ValueError, match="split must be"):
-        evaluate(cfg, "input", None, "val", *tiny_data, root / "bad")
+        evaluate(cfg, "input", None, "validation", *tiny_data, root / "bad")
     wrong = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, metrics_paired=("psnr", "nima")))
     with pytest.raises(ValueError, match="'nima' is not a paired"):
         evaluate(wrong, "input", None, "train", *tiny_data, root / "bad")

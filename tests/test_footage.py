@@ -144,7 +144,7 @@ def test_sensor_retrains_when_the_champion_carries_no_fingerprint(cfg: Config, t
 def test_ingest_adds_footage_to_real_train_and_curation_quarantines_the_corrupt_clip(cfg: Config,
                                                                                         tmp_path: Path) -> None:
     raw = tmp_path / "raw"
-    make_dataset(cfg, raw)
+    make_dataset(cfg, raw, tmp_path / "real_truth")
     footage = tmp_path / "incoming"
     _new_clip(footage / "site_a.mp4", seed=7)
     _write(footage, {"broken.mp4": b"\x00\x01 not a video " * 200})

@@ -308,7 +308,7 @@ def test_run_local_trains_then_skips_then_retrains_on_new_footage(tmp_path: Path
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw_params))
     cfg = load_config(params, "smoke")
-    make_dataset(cfg, Path(cfg.paths.raw))
+    make_dataset(cfg, Path(cfg.paths.raw), Path(cfg.paths.real_truth))
     (tmp_path / "incoming").mkdir()
     run_local = ["run-local", "--params", str(params), "--profile", "smoke", "--workdir", "kfp"]
 
@@ -325,7 +325,7 @@ def test_run_local_trains_then_skips_then_retrains_on_new_footage(tmp_path: Path
     assert sorted(p.name for p in _latest_run(tmp_path / "kfp").iterdir()) == ["footage-sensor"]
 
     other = config_from_dict({**raw_params, "seed": 1}, "smoke")
-    make_dataset(other, tmp_path / "other")
+    make_dataset(other, tmp_path / "other", tmp_path / "other_truth")
     shutil.copy(tmp_path / "other" / "real" / "train" / "clip_000.mp4", tmp_path / "incoming" / "site_a.mp4")
     (tmp_path / "incoming" / "broken.mp4").write_bytes(b"\x00 not a video " * 100)
     footage = {p.name: p.read_bytes() for p in (tmp_path / "incoming").iterdir()}

@@ -25,7 +25,7 @@ from semivdn.config import Config
 Reason = Callable[[pd.Series, pd.Series | None], str]
 PAIRED_ONLY = Column("source") == "paired"
 SOURCES = ("paired", "real")
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ download). A clip is a virtual camera moving over the scene: a pan along a strai
 path, a slow zoom, a slight roll and a sub-pixel hand-held shake, sampled bilinearly;
 in some clips a near silhouette (scikit-image's horse) crosses the view faster than the
 background, giving two-layer parallax. The paired and the real stand-in sets draw from
-disjoint scene lists, and the paired test split holds out its own scenes.
+disjoint scene lists, and every split (train, val, test) of each set holds its own scenes.
 """
 
 from __future__ import annotations
@@ -19,9 +19,14 @@ from skimage import data as skdata
 from skimage.transform import resize
 from sklearn.datasets import load_sample_image
 
-PAIRED_TRAIN_SCENES = ("astronaut", "chelsea", "camera", "china", "brick", "immunohistochemistry", "hubble_deep_field")
-PAIRED_TEST_SCENES = ("coffee", "rocket")
-REAL_SCENES = ("motorcycle", "flower", "coins", "grass", "gravel", "clock")
+# Scenes of each set and split: disjoint across splits and across sets, so no test clip shows a scene that
+# training or validation saw (tests/test_make_data.py checks it).
+SPLIT_SCENES: dict[str, dict[str, tuple[str, ...]]] = {
+    "paired": {"train": ("astronaut", "chelsea", "camera", "china", "brick"),
+               "val": ("immunohistochemistry", "hubble_deep_field"),
+               "test": ("coffee", "rocket")},
+    "real": {"train": ("motorcycle", "coins", "grass"), "val": ("gravel",), "test": ("flower", "clock")},
+}
 
 _LOADERS: dict[str, Callable[[], np.ndarray]] = {
     "astronaut": skdata.astronaut,

@@ -157,8 +157,8 @@ def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root
              out_dir: Path) -> dict[str, Any]:
     """Score ``model_ref`` (checkpoint, ``models:/`` URI, ``input`` or ``median3``) on ``split``; write
     ``per_clip.csv``, ``summary.json`` and ``grids/`` under ``out_dir``; log them to MLflow."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
     manifest = load_manifest(curated)
     paired_clips = [c for c in clip_refs(manifest, raw_root, "paired", split) if c.clean is not None]
     real_clips = clip_refs(manifest, raw_root, "real", split)

@@ -212,7 +212,7 @@ class Trainer:
 @torch.no_grad()
 def validate(model: nn.Module, clips: list[tuple[Path, Path]], n_frames: int, device: torch.device,
              metrics: dict[str, Metric]) -> dict[str, float]:
-    """Mean PSNR/SSIM over every frame of the held-out paired clips (the paper's protocol)."""
+    """Mean PSNR/SSIM over every frame of the paired val clips (scenes held out from training and from test)."""
     model.eval()
     scores: dict[str, list[float]] = {name: [] for name in metrics}
     for snowy_path, clean_path in clips:
@@ -294,7 +294,7 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
                              cfg.data.flip, paired=False)
         real_iter = iter(window_loader(real, cfg.train.batch_size, cfg.seed + 1, start, stop, cfg.data.workers,
                                            dist_ctx.rank, dist_ctx.world))
-    val_clips = [(c.snowy, c.clean) for c in clip_refs(manifest, raw_root, "paired", "test") if c.clean]
+    val_clips = [(c.snowy, c.clean) for c in clip_refs(manifest, raw_root, "paired", "val") if c.clean]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     main = dist_ctx.is_main
