@@ -20,6 +20,18 @@ from semivdn.config import PROFILES, Config, ConfigError, load_config
 Handler = Callable[[argparse.Namespace, Config], Any]
 
 
+def _params(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.config import write_resolved
+
+    return write_resolved(cfg, Path(args.out))
+
+
+def _metrics(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.summary import print_summary
+
+    print_summary(Path(args.root))
+
+
 def _data_make(args: argparse.Namespace, cfg: Config) -> Any:
     from semivdn.data.make import make_dataset
 
@@ -94,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_common(sub)
         sub.set_defaults(handler=handler)
         return sub
+
+    par = command("params", _params, "write the params with the profile applied (what the DVC stages read)")
+    par.add_argument("--out", required=True, help="resolved params file")
+    met = command("metrics", _metrics, "the DVC metrics of the workspace as a readable table")
+    met.add_argument("--root", default=".", help="DVC repository (default: here)")
 
     data = commands.add_parser("data", help="make the embedded default data; curate raw data")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="STEP")

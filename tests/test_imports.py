@@ -1,4 +1,4 @@
-"""The import graph of the project's own packages, read from the source (AST), lazy imports included.
+"""The import graph of the project's own packages (tests/importgraph.py: an AST walk, lazy imports included).
 
 Layers: ``semivdn`` (the library) < ``components`` (Kubeflow steps) < ``pipelines``
 (the DAG and its console script). A module may import its own layer or lower
@@ -7,13 +7,11 @@ ones, never a higher one, and no chain of imports may lead back to where it star
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+from importgraph import cycles, import_graph, project_modules
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("semivdn", "components", "pipelines")
 LAYER = {"semivdn": 0, "components": 1, "pipelines": 2}
 # Known and being removed under issue 13 (the model layer loads models:/ references through the
 # registry); the tests below xfail on exactly this and fail on anything else. Delete once it lands.
@@ -21,75 +19,9 @@ ISSUE_13_EDGE = "semivdn.models.checkpoint -> semivdn.registry"
 ISSUE_13_CYCLE = ["semivdn.inference", "semivdn.models.checkpoint", "semivdn.registry"]
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _modules() -> dict[str, Path]:
-    return {_module_name(path): path for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))}
-
-
-def _resolve(module: str, level: int, importer: str, is_package: bool) -> str:
-    """The absolute name of ``from <level dots><module> import ...`` inside ``importer``."""
-    if level == 0:
-        return module
-    base = importer.split(".")
-    base = base[: len(base) - level + (1 if is_package else 0)]
-    return ".".join([*base, module] if module else base)
-
-
-def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
-    """Project module -> the project modules it imports anywhere in its body (functions included)."""
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = _resolve(node.module or "", node.level, name, path.name == "__init__.py")
-                # `from pkg import mod` imports the module pkg.mod; `from mod import func` imports mod
-                targets.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
-        graph[name] = {t for t in targets if t in modules and t != name}
-    return graph
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components with more than one module (Tarjan), each sorted."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    found: list[list[str]] = []
-
-    def visit(node: str) -> None:
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        for target in sorted(graph[node]):
-            if target not in index:
-                visit(target)
-                low[node] = min(low[node], low[target])
-            elif target in stack:
-                low[node] = min(low[node], index[target])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
-    return found
-
-
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
-    return import_graph(_modules())
+    return import_graph(project_modules())
 
 
 def test_graph_sees_the_known_edges(graph: dict[str, set[str]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from semivdn.config import SnowParams, load_config
 from semivdn.data.synth import SnowyClip, synthesize_snow
 
-PARAMS = "/work/main/params.yaml"
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -110,6 +110,12 @@ def create_metric(name: str, cfg: Config, device: str | torch.device = "cpu") ->
     return Metric(name, spec.lower_better, spec.paired, model=model, device=torch.device(device))
 
 
+def _home_relative(path: Path) -> str:
+    """``~/...`` for a folder in the home directory: reports that quote it name no one's machine."""
+    home = Path.home()
+    return f"~/{path.relative_to(home).as_posix()}" if path.is_relative_to(home) else str(path)
+
+
 def _locate(metric: str, entries: list[str], weights_dir: str | None) -> dict[str, Path]:
     """Every weights file ``metric`` needs, or one error that names each missing file and its folder."""
     found: dict[str, Path] = {}
@@ -119,7 +125,7 @@ def _locate(metric: str, entries: list[str], weights_dir: str | None) -> dict[st
         cache = None if spec.cache == "torch" else weights_dir  # torchvision reads only its own cache
         path = locate_weights(entry, cache)
         if path is None:
-            missing.append(f"{spec.filename} in {expected_location(spec, cache).parent} "
+            missing.append(f"{spec.filename} in {_home_relative(expected_location(spec, cache).parent)} "
                            f"(from {spec.origin}, license {spec.license})")
         else:
             found[entry] = path
