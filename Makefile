@@ -18,6 +18,7 @@ install: $(STAMP)
 # M1/M2/M3/full training, evaluation, ablation report (`dvc repro`), then registration
 # and promotion, which are no DVC stage so that `dvc exp run` never moves the champion.
 demo: $(STAMP)
+	mkdir -p data/footage  # your real footage (semivdn footage ingest); empty is fine
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	$(MAKE) promote
 	$(BIN)/semivdn metrics

@@ -11,7 +11,9 @@ def curate_data(raw: Input[Dataset], params_file: str, profile: str, curated: Ou
 
     from components.step import numeric_leaves, run_semivdn
 
-    summary = run_semivdn(["data", "curate", "--raw", raw.path, "--out", curated.path], params_file, profile)
+    # the ingest step staged the footage into `raw` already
+    summary = run_semivdn(["data", "curate", "--raw", raw.path, "--out", curated.path, "--footage", "none"],
+                          params_file, profile)
     shutil.copyfile(Path(curated.path) / "report.md", report.path)
     for name, value in numeric_leaves(summary).items():
         metrics.log_metric(name, value)

@@ -8,8 +8,7 @@ def register_candidate(models: Input[list[Model]], evaluations: Input[list[Datas
     """``semivdn register`` the ``candidate`` variant, tagged with the footage it was trained on; return its version."""
     import json
 
-    from components.step import checkpoint, configure, run_semivdn
-    from semivdn.footage import record_fingerprint
+    from components.step import checkpoint, run_semivdn
 
     chosen = [m for m in models if m.metadata.get("variant") == candidate]
     evaluated = [e for e in evaluations if e.metadata.get("name") == candidate]
@@ -21,7 +20,8 @@ def register_candidate(models: Input[list[Model]], evaluations: Input[list[Datas
                           "--eval", evaluated[0].path], params_file, profile, mlflow_tracking_uri)
     print(json.dumps(result, indent=2, default=str))
     version = int(result["version"])
-    record_fingerprint(configure(params_file, profile, mlflow_tracking_uri), version, footage_fingerprint)
+    run_semivdn(["footage", "record", "--version", str(version), "--fingerprint", footage_fingerprint],
+                params_file, profile, mlflow_tracking_uri)
     return version
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from kfp.dsl import Metrics, Model
 
-from semivdn.config import Config, load_config
+from semivdn.config import load_config
 
 CHECKPOINT_FILE = "model.safetensors"
 
@@ -26,12 +26,6 @@ def _environment(mlflow_tracking_uri: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-
-
-def configure(params_file: str, profile: str, mlflow_tracking_uri: str = "") -> Config:
-    """The validated config of a step; a non-empty tracking URI overrides ``$MLFLOW_TRACKING_URI``."""
-    _environment(mlflow_tracking_uri)
-    return load_config(params_file, profile or None)
 
 
 def run_semivdn(argv: Sequence[str], params_file: str, profile: str, mlflow_tracking_uri: str = "") -> Any:

@@ -8,6 +8,7 @@ the library never imports the layers built on it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -41,7 +42,42 @@ def _data_make(args: argparse.Namespace, cfg: Config) -> Any:
 def _data_curate(args: argparse.Namespace, cfg: Config) -> Any:
     from semivdn.data.curate import curate
 
-    return curate(cfg, Path(args.raw or cfg.paths.raw), Path(args.out or cfg.paths.curated))
+    footage = None if args.footage == "none" else Path(args.footage or cfg.paths.footage)
+    if args.footage is None and not footage.is_dir():
+        logging.getLogger(__name__).info("no footage folder at %s (paths.footage): curating the raw data only",
+                                         footage)
+        footage = None
+    return curate(cfg, Path(args.raw or cfg.paths.raw), Path(args.out or cfg.paths.curated), footage)
+
+
+def _data_remote(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.versioning import configure_remote
+
+    return configure_remote(cfg, Path(args.root), local=args.local)
+
+
+def _footage_ingest(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.footage import add_footage
+
+    return add_footage(cfg, args.source or cfg.pipeline.footage_uri, Path(args.store or cfg.paths.footage))
+
+
+def _footage_check(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.footage import decide
+
+    return decide(cfg, args.footage or cfg.paths.footage)
+
+
+def _footage_stage(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.footage import stage_footage
+
+    return stage_footage(cfg, args.footage, args.raw, Path(args.out))
+
+
+def _footage_record(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.footage import record_fingerprint
+
+    return record_fingerprint(cfg, args.version, args.fingerprint)
 
 
 def _train(args: argparse.Namespace, cfg: Config) -> Any:
@@ -122,6 +158,31 @@ def build_parser() -> argparse.ArgumentParser:
     cur = command("curate", _data_curate, "scan, validate and quarantine raw data into a manifest", data_commands)
     cur.add_argument("--raw", help="raw data root (default: paths.raw)")
     cur.add_argument("--out", help="output folder (default: paths.curated)")
+    cur.add_argument("--footage", help="your real footage, joining the real train split (default: paths.footage "
+                     "when it exists; 'none': without)")
+    rem = command("remote", _data_remote, "make S3 (params s3:, or $SEMIVDN_S3_*) the default DVC remote",
+                  data_commands)
+    rem.add_argument("--root", default=".", help="DVC repository (default: here)")
+    rem.add_argument("--local", action="store_true", help="write .dvc/config.local (this clone only)")
+
+    footage = commands.add_parser("footage", help="add real footage (a new DVC version); the retraining sensor")
+    footage_commands = footage.add_subparsers(dest="footage_command", required=True, metavar="STEP")
+    ing = command("ingest", _footage_ingest, "add new clips to the footage folder (never overwriting) and dvc add it",
+                  footage_commands)
+    ing.add_argument("--source", help="where new clips land: folder or s3:// (default: pipeline.footage_uri)")
+    ing.add_argument("--store", help="the DVC-tracked footage folder (default: paths.footage)")
+    chk = command("check", _footage_check, "sweep, retrain or skip: has the footage changed since the champion?",
+                  footage_commands)
+    chk.add_argument("--footage", help="footage folder or s3:// (default: paths.footage)")
+    stg = command("stage", _footage_stage, "copy the raw data plus the footage into one folder (a pipeline step)",
+                  footage_commands)
+    stg.add_argument("--raw", required=True, help="raw data: folder or s3://")
+    stg.add_argument("--footage", required=True, help="footage: folder or s3://")
+    stg.add_argument("--out", required=True, help="the folder to fill")
+    rec = command("record", _footage_record, "tag a registered model version with the footage it was trained on",
+                  footage_commands)
+    rec.add_argument("--version", required=True, help="model version")
+    rec.add_argument("--fingerprint", required=True, help="footage fingerprint (`semivdn footage check`)")
 
     train = command("train", _train, "train one variant (M1, M2, M3, full) with MLflow tracking")
     train.add_argument("--variant", required=True, help="a key of params.yaml variants")
@@ -193,6 +254,8 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     try:
         cfg = load_config(args.params, args.profile)
         result = args.handler(args, cfg)
+        if dataclasses.is_dataclass(result) and not isinstance(result, type):
+            result = dataclasses.asdict(result)
         if isinstance(result, dict):
             print(json.dumps(result, indent=2, default=str, allow_nan=False))
     except KeyboardInterrupt:

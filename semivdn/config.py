@@ -44,6 +44,7 @@ def _check_range(pair: tuple[float, float], key: str, low: float = 0.0, high: fl
 class Paths:
     raw: str = "data/raw"
     real_truth: str = "data/real_truth"
+    footage: str = "data/footage"
     curated: str = "data/curated"
     models: str = "models"
     metrics: str = "metrics"

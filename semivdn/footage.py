@@ -1,15 +1,20 @@
-"""The retraining sensor: has new real snowy footage arrived since the champion was trained?
+"""Real snowy footage: where it is kept, how it is added, and the retraining sensor.
 
-New real clips (video files or frame folders) land in ``pipeline.footage_uri``, a
-local folder or ``s3://bucket/prefix``. Their content fingerprint is a sha256 over
-the sorted (relative name, size, content sha256) of every clip file there; the
-champion model version in the MLflow registry carries the fingerprint of the
-footage it was trained with as the tag ``footage_fingerprint``. The scheduled
-pipeline compares the two (:func:`decide`), and when they differ copies the
-footage into the raw real train split (:func:`ingest`), retrains, and records
-the new fingerprint on the version it registers (:func:`record_fingerprint`).
-The footage itself is never moved or deleted: bad clips are quarantined by
-curation, listed, and stay where they landed.
+Locally the footage of record is ``paths.footage`` (``data/footage``), a folder DVC
+tracks with ``dvc add`` and that no stage writes: curation reads every clip directly
+below it as a real train clip. :func:`add_footage` copies the clips of a drop zone
+(``pipeline.footage_uri``, a local folder or ``s3://bucket/prefix``) into it as *new*
+files, never overwriting one, and records the result as a new DVC version (pushed
+when a DVC remote is configured). Deleting a clip there and running ``dvc add`` is a
+new version too.
+
+The fingerprint of footage is a sha256 over the sorted (relative name, size, content
+sha256) of every clip file; the champion model version in the MLflow registry carries
+the fingerprint of the footage it was trained with as the tag ``footage_fingerprint``.
+The sensor (:func:`decide`) compares the two, so any change, deletions included,
+triggers a retrain. On the cluster the scheduled pipeline's ingest step
+(:func:`stage_footage`) materializes the raw data plus the footage as one artifact
+for curation and training; the footage itself is never moved, changed or deleted.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from semivdn import storage
 from semivdn.config import Config
+from semivdn.data import FOOTAGE_PREFIX
 from semivdn.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from semivdn.registry import CHAMPION
 from semivdn.tracking import tracking_uri
@@ -36,7 +42,6 @@ from semivdn.versioning import version_data
 LOG = logging.getLogger(__name__)
 FINGERPRINT_TAG = "footage_fingerprint"
 REAL_TRAIN = PurePosixPath("real/train")
-INGESTED_PREFIX = "footage-"  # marks ingested clips in the raw data and keeps them apart from generated ones
 CLIP_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
 Action = Literal["sweep", "retrain", "skip"]
 
@@ -57,10 +62,20 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Ingested:
+class Staged:
+    """The footage a pipeline run trains with: its fingerprint and its clip files."""
+
     fingerprint: str
     clips: list[str]
-    published: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Added:
+    """What :func:`add_footage` did: clips written (under their new names), clips already kept, DVC commands."""
+
+    added: list[str]
+    unchanged: list[str]
+    fingerprint: str
     dvc: list[str] = field(default_factory=list)
 
 
@@ -82,7 +97,7 @@ def footage_files(uri: str | Path, endpoint: str | None = None) -> list[storage.
 def ingested_name(name: str) -> str:
     """Where footage file ``name`` goes below ``<raw>/real/train``: ``a/b.png`` -> ``footage-a/b.png``."""
     first, *rest = PurePosixPath(name).parts
-    return PurePosixPath(INGESTED_PREFIX + first, *rest).as_posix()
+    return PurePosixPath(FOOTAGE_PREFIX + first, *rest).as_posix()
 
 
 def fingerprint(uri: str | Path, endpoint: str | None = None) -> str:
@@ -131,11 +146,10 @@ def decide(cfg: Config, footage_uri: str) -> Decision:
     return decision
 
 
-def ingest(cfg: Config, footage_uri: str, raw_uri: str, dest: Path) -> Ingested:
-    """Materialize the raw data at ``raw_uri`` into ``dest`` and add the footage to its real train split.
+def stage_footage(cfg: Config, footage_uri: str, raw_uri: str, dest: Path) -> Staged:
+    """Materialize the raw data at ``raw_uri`` into ``dest`` with the footage added to its real train split.
 
-    The footage clips are also copied into ``raw_uri`` itself (the data of record)
-    and, when that is a folder in a DVC repository, versioned with DVC.
+    A pipeline step's working copy: the raw data and the footage stay as they are.
     Returns the fingerprint of exactly the footage that was copied.
     """
     endpoint = storage.endpoint_url(cfg)
@@ -143,21 +157,68 @@ def ingest(cfg: Config, footage_uri: str, raw_uri: str, dest: Path) -> Ingested:
         raise FileNotFoundError(f"raw data not found at {raw_uri}; run `semivdn data make --out {raw_uri}` first")
     storage.download_prefix(raw_uri, dest, endpoint)
     with tempfile.TemporaryDirectory(prefix="footage-") as tmp:
-        downloaded, staged = Path(tmp) / "downloaded", Path(tmp) / "staged"
-        downloaded.mkdir()
-        staged.mkdir()
+        downloaded = Path(tmp)
         clips = [f.name for f in footage_files(footage_uri, endpoint)]
         storage.download_prefix(footage_uri, downloaded, endpoint, names=clips)
         copied_fingerprint = fingerprint(downloaded)
         for name in clips:
-            target = staged / ingested_name(name)
+            target = dest / REAL_TRAIN / ingested_name(name)
             target.parent.mkdir(parents=True, exist_ok=True)
-            (downloaded / name).rename(target)
-        storage.upload_dir(staged, dest / REAL_TRAIN)
-        published = storage.upload_dir(staged, storage.join(raw_uri, str(REAL_TRAIN)), endpoint)
-    dvc = version_data(Path(raw_uri)) if clips and not storage.is_s3(raw_uri) else []
-    LOG.info("ingested %d footage file(s) from %s into %s", len(clips), footage_uri, REAL_TRAIN)
-    return Ingested(copied_fingerprint, clips, published, dvc)
+            (downloaded / name).replace(target)
+    LOG.info("staged %d footage file(s) from %s into %s", len(clips), footage_uri, dest / REAL_TRAIN)
+    return Staged(copied_fingerprint, clips)
+
+
+def _clip_digests(uri: str | Path, endpoint: str | None) -> dict[str, tuple[str, list[str]]]:
+    """Clip name (first path part: a video file or a frame folder) -> (content digest, its files)."""
+    by_clip: dict[str, list[str]] = {}
+    for item in footage_files(uri, endpoint):
+        by_clip.setdefault(PurePosixPath(item.name).parts[0], []).append(item.name)
+    digests = {}
+    for clip, names in by_clip.items():
+        digest = hashlib.sha256()
+        for name in sorted(names):
+            content = hashlib.sha256()
+            for chunk in storage.read_chunks(uri, name, endpoint):
+                content.update(chunk)
+            digest.update(f"{PurePosixPath(name).relative_to(clip)}\t{content.hexdigest()}\n".encode())
+        digests[clip] = (digest.hexdigest(), names)
+    return digests
+
+
+def _renamed(clip: str, digest: str) -> str:
+    """``site.mp4`` -> ``site-<digest[:8]>.mp4`` (a frame folder ``site`` -> ``site-<digest[:8]>``)."""
+    path = PurePosixPath(clip)
+    return f"{path.stem}-{digest[:8]}{path.suffix}" if path.suffix.lower() in VIDEO_SUFFIXES else f"{clip}-{digest[:8]}"
+
+
+def add_footage(cfg: Config, source_uri: str, store: Path) -> Added:
+    """Add the clips at ``source_uri`` that ``store`` lacks, as new files, then version ``store`` with DVC.
+
+    A clip already in ``store`` with the same content is left alone; a clip whose
+    name is taken by different content is added as ``<name>-<digest[:8]>``: nothing
+    in ``store`` is ever overwritten or deleted.
+    """
+    endpoint = storage.endpoint_url(cfg)
+    store.mkdir(parents=True, exist_ok=True)
+    kept = {digest: clip for clip, (digest, _) in _clip_digests(store, None).items()}
+    taken = {PurePosixPath(p.name).as_posix() for p in store.iterdir()}
+    added, unchanged = [], []
+    with tempfile.TemporaryDirectory(prefix="footage-") as tmp:
+        for clip, (digest, names) in sorted(_clip_digests(source_uri, endpoint).items()):
+            if digest in kept:
+                unchanged.append(kept[digest])
+                continue
+            target = clip if clip not in taken else _renamed(clip, digest)
+            if target in taken:
+                raise FileExistsError(f"{store / target}: exists with other content; refusing to overwrite it")
+            storage.download_prefix(source_uri, Path(tmp), endpoint, names=names)
+            (Path(tmp) / clip).replace(store / target)
+            kept[digest] = target
+            taken.add(target)
+            added.append(target)
+    LOG.info("footage: %d clip(s) added to %s, %d already there", len(added), store, len(unchanged))
+    return Added(added, unchanged, fingerprint(store), version_data(store))
 
 
 def record_fingerprint(cfg: Config, version: int | str, footage_fingerprint: str) -> None:

@@ -1,4 +1,4 @@
-"""The retraining sensor: content fingerprints, the champion's tag, ingestion into the raw data, DVC versioning."""
+"""Footage: content fingerprints, the sensor and the champion's tag, add-only ingestion, staging, DVC versions."""
 
 from __future__ import annotations
 
@@ -16,16 +16,18 @@ from mlflow import MlflowClient
 from semivdn import storage
 from semivdn.config import Config, config_from_dict, load_config
 from semivdn.data.curate import curate
+from semivdn.data.datasets import clip_refs
 from semivdn.data.make import make_dataset
 from semivdn.data.video import FrameWriter
 from semivdn.footage import (
+    add_footage,
     champion_version,
     decide,
     fingerprint,
     footage_files,
-    ingest,
     ingested_name,
     record_fingerprint,
+    stage_footage,
 )
 from semivdn.versioning import dvc_root, version_data
 
@@ -141,8 +143,8 @@ def test_sensor_retrains_when_the_champion_carries_no_fingerprint(cfg: Config, t
     assert (decision.action, decision.champion_fingerprint) == ("retrain", None)
 
 
-def test_ingest_adds_footage_to_real_train_and_curation_quarantines_the_corrupt_clip(cfg: Config,
-                                                                                        tmp_path: Path) -> None:
+def test_staging_adds_footage_to_a_copy_of_the_raw_data_and_curation_quarantines_the_corrupt_clip(
+        cfg: Config, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     make_dataset(cfg, raw, tmp_path / "real_truth")
     footage = tmp_path / "incoming"
@@ -150,16 +152,14 @@ def test_ingest_adds_footage_to_real_train_and_curation_quarantines_the_corrupt_
     _write(footage, {"broken.mp4": b"\x00\x01 not a video " * 200})
     footage_before, raw_before = _digests(footage), _digests(raw)
 
-    result = ingest(cfg, str(footage), str(raw), tmp_path / "artifact")
+    result = stage_footage(cfg, str(footage), str(raw), tmp_path / "artifact")
 
     assert result.fingerprint == fingerprint(footage)
     assert sorted(result.clips) == ["broken.mp4", "site_a.mp4"]
-    assert _digests(footage) == footage_before  # the footage stays where it landed
+    assert (_digests(footage), _digests(raw)) == (footage_before, raw_before)  # both stay as they were
     artifact = _digests(tmp_path / "artifact")
     assert {k: v for k, v in artifact.items() if not k.startswith("real/train/footage-")} == raw_before
     assert artifact["real/train/footage-site_a.mp4"] == footage_before["site_a.mp4"]
-    assert _digests(raw)["real/train/footage-broken.mp4"] == footage_before["broken.mp4"]  # published back
-    assert result.dvc == []  # tmp_path is not a DVC repository
 
     summary = curate(cfg, tmp_path / "artifact", tmp_path / "curated")
     quarantine = pd.read_csv(tmp_path / "curated" / "quarantine.csv")
@@ -169,32 +169,80 @@ def test_ingest_adds_footage_to_real_train_and_curation_quarantines_the_corrupt_
     assert summary["quarantined"] == 1
 
 
+def test_curation_reads_the_footage_folder_as_real_train_clips_resolvable_from_the_raw_root(
+        cfg: Config, tmp_path: Path) -> None:
+    raw, footage = tmp_path / "data" / "raw", tmp_path / "data" / "footage"
+    make_dataset(cfg, raw)
+    _new_clip(footage / "site_a.mp4", seed=3)
+    curate(cfg, raw, tmp_path / "curated", footage)
+    manifest = pd.read_parquet(tmp_path / "curated" / "manifest.parquet")
+    row = manifest.set_index("clip_id").loc["real/train/footage-site_a"]
+    assert row["snowy_path"] == "../footage/site_a.mp4"
+    [ref] = [c for c in clip_refs(manifest, raw, "real", "train") if c.clip_id == "real/train/footage-site_a"]
+    assert ref.snowy.resolve() == (footage / "site_a.mp4").resolve()
+
+
+def test_ingesting_adds_new_clips_and_never_overwrites(cfg: Config, tmp_path: Path) -> None:
+    incoming, store = tmp_path / "incoming", tmp_path / "footage"
+    _write(incoming, {"a.mp4": b"first a", "site/00000.png": b"f0", "site/00001.png": b"f1"})
+    first = add_footage(cfg, str(incoming), store)
+    assert (first.added, first.unchanged) == (["a.mp4", "site"], [])
+    kept = _digests(store)
+
+    again = add_footage(cfg, str(incoming), store)  # nothing new: nothing written
+    assert (again.added, sorted(again.unchanged)) == ([], ["a.mp4", "site"])
+    assert _digests(store) == kept
+
+    _write(incoming, {"a.mp4": b"second a", "b.mp4": b"b", "site/00001.png": b"f1 re-encoded"})
+    third = add_footage(cfg, str(incoming), store)
+    assert len(third.added) == 3 and "b.mp4" in third.added
+    renamed = sorted(name for name in third.added if name != "b.mp4")
+    assert [name.split("-")[0] for name in renamed] == ["a", "site"]  # a-<digest>.mp4, site-<digest>
+    after = _digests(store)
+    assert {k: after[k] for k in kept} == kept  # every earlier file is still there, unchanged
+    assert after[next(n for n in renamed if n.endswith(".mp4"))] == hashlib.sha256(b"second a").hexdigest()
+    assert third.fingerprint == fingerprint(store)
+    assert third.dvc == []  # tmp_path is not a DVC repository
+
+
+def test_a_deleted_clip_is_a_new_footage_version_for_the_sensor(cfg: Config, tmp_path: Path) -> None:
+    store = _write(tmp_path / "footage", {"a.mp4": b"a", "b.mp4": b"b"})
+    version = _register_champion(cfg, fingerprint(store))
+    assert decide(cfg, str(store)).action == "skip"
+    (store / "b.mp4").unlink()
+    decision = decide(cfg, str(store))
+    assert (decision.action, decision.champion_version) == ("retrain", version)
+
+
 def _dvc(root: Path, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, check=True, capture_output=True, timeout=300)
 
 
-def test_version_data_adds_commits_stage_outputs_and_pushes(tmp_path: Path) -> None:
+def test_version_data_adds_each_version_and_pushes(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    (repo / "data" / "raw").mkdir(parents=True)
-    (repo / "data" / "raw" / "a.txt").write_text("a")
-    assert version_data(repo / "data" / "raw") == []  # not a DVC repository yet: skipped
+    (repo / "data" / "footage").mkdir(parents=True)
+    (repo / "data" / "footage" / "a.txt").write_text("a")
+    assert version_data(repo / "data" / "footage") == []  # not a DVC repository yet: skipped
     _dvc(repo, "init", "--no-scm", "-q")
-    assert dvc_root(repo / "data" / "raw") == repo
+    assert dvc_root(repo / "data" / "footage") == repo
 
-    assert version_data(repo / "data" / "raw") == ["dvc add data/raw"]
-    first = (repo / "data" / "raw.dvc").read_text()
-    (repo / "data" / "raw" / "b.txt").write_text("b")
+    assert version_data(repo / "data" / "footage") == ["dvc add data/footage"]
+    first = (repo / "data" / "footage.dvc").read_text()
+    (repo / "data" / "footage" / "b.txt").write_text("b")
     _dvc(repo, "remote", "add", "-d", "storage", str(tmp_path / "remote"))
-    assert version_data(repo / "data" / "raw") == ["dvc commit --force data/raw", "dvc push data/raw"]
-    assert (repo / "data" / "raw.dvc").read_text() != first
+    assert version_data(repo / "data" / "footage") == ["dvc add data/footage", "dvc push data/footage"]
+    assert (repo / "data" / "footage.dvc").read_text() != first
     assert any((tmp_path / "remote").rglob("*")), "dvc push wrote nothing to the remote"
 
 
-def test_version_data_commits_a_pipeline_stage_output(tmp_path: Path) -> None:
+def test_version_data_refuses_a_pipeline_stage_output(tmp_path: Path) -> None:
+    """`dvc repro` deletes and rewrites a stage's output: data committed over it would be lost."""
     (tmp_path / "dvc.yaml").write_text("stages:\n  make:\n    cmd: mkdir -p raw && echo a > raw/a.txt\n"
                                        "    outs: [raw]\n")
     _dvc(tmp_path, "init", "--no-scm", "-q")
     _dvc(tmp_path, "repro", "-q")
+    lock = (tmp_path / "dvc.lock").read_text()
     (tmp_path / "raw" / "footage-x.mp4").write_text("x")
-    assert version_data(tmp_path / "raw") == ["dvc commit --force raw"]
-    assert "nfiles: 2" in (tmp_path / "dvc.lock").read_text()
+    with pytest.raises(ValueError, match="output of the stage"):
+        version_data(tmp_path / "raw")
+    assert (tmp_path / "dvc.lock").read_text() == lock

@@ -92,7 +92,7 @@ def test_missing_bucket_and_bad_uris_are_named_errors(s3: str, tmp_path: Path) -
         storage.list_files(tmp_path / "absent")
 
 
-def test_ingest_component_downloads_raw_and_footage_from_s3_and_publishes_back(s3: str, tmp_path: Path) -> None:
+def test_ingest_component_stages_raw_data_and_footage_from_s3_and_changes_neither(s3: str, tmp_path: Path) -> None:
     raw = _tree(tmp_path / "raw", {"paired/train/snowy/c/00000.png": b"s", "real/train/clip_000.mp4": b"r"})
     storage.upload_dir(raw, f"{s3}/raw")
     storage.upload_dir(_tree(tmp_path / "incoming", FOOTAGE), f"{s3}/incoming")
@@ -105,6 +105,6 @@ def test_ingest_component_downloads_raw_and_footage_from_s3_and_publishes_back(s
     got = _digests(tmp_path / "artifact")
     assert got["real/train/clip_000.mp4"] == hashlib.sha256(b"r").hexdigest()
     assert got["real/train/footage-site_b/00001.png"] == hashlib.sha256(FOOTAGE["site_b/00001.png"]).hexdigest()
-    assert {f.name for f in storage.list_files(f"{s3}/raw/real/train")} == {
-        "clip_000.mp4", "footage-site_a.mp4", "footage-site_b/00000.png", "footage-site_b/00001.png"}
+    assert {f.name for f in storage.list_files(f"{s3}/raw")} == {  # the raw data stays as it was
+        "paired/train/snowy/c/00000.png", "real/train/clip_000.mp4"}
     assert {f.name for f in storage.list_files(f"{s3}/incoming")} == set(FOOTAGE)  # the footage stays

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semivdn.data.video import FrameReader, FrameWriter, VideoError, count_frames, probe, to_tensor, to_uint8
+from semivdn.data.video import (
+    FrameReader,
+    FrameWriter,
+    VideoError,
+    count_frames,
+    probe,
+    psnr_db,
+    to_tensor,
+    to_uint8,
+)
 
 
 def _frames(count: int, height: int = 32, width: int = 48) -> list[np.ndarray]:
@@ -118,3 +127,14 @@ def test_counting_a_10000_frame_video_keeps_memory_flat(tmp_path: Path) -> None:
     assert (short_n, long_n) == (1_000, 10_000)
     # ten times the frames, (almost) the same peak: streaming, not accumulating
     assert long_rss < short_rss * 1.1, (short_rss, long_rss)
+
+
+def test_psnr_db_known_values_identity_and_shape_check() -> None:
+    reference = np.zeros((2, 4, 4, 3), np.uint8)
+    frames = reference.copy()
+    frames[0] = 16  # mse 256: 10 log10(255² / 256) dB
+    scores = psnr_db(frames, reference)
+    assert scores[0] == pytest.approx(10 * np.log10(255.0**2 / 256), abs=1e-9)
+    assert scores[1] == np.inf
+    with pytest.raises(ValueError, match="shape"):
+        psnr_db(frames[:, :2], reference)

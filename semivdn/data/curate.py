@@ -4,7 +4,10 @@
 (``snowy/<clip>`` with ``clean/<clip>``, any of ``data.snowy_dirs`` /
 ``data.clean_dirs``) or clip-first like the RVSD benchmark
 (``<clip>/Snow`` with ``<clip>/GT``); clips are frame folders or video files.
-``<raw>/real/<split>/`` holds unpaired clips. Every clip is decoded frame by frame
+``<raw>/real/<split>/`` holds unpaired clips. The user's own real footage lives apart,
+in ``paths.footage`` (DVC-tracked, written by no stage): each clip directly below it
+joins the real train split as ``footage-<name>``, listed by its path relative to the
+raw root (``../footage/...``) so every manifest path resolves from one root. Every clip is decoded frame by frame
 (memory holds one frame pair plus a short window, never a whole video) into one
 row of statistics; the great-expectations suite (:mod:`semivdn.data.expectations`)
 then validates the whole scan table once. Failing rows go to ``quarantine.csv``
@@ -19,6 +22,7 @@ import itertools
 import json
 import logging
 import math
+import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,8 +35,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from semivdn.config import Config
+from semivdn.data import FOOTAGE_PREFIX
 from semivdn.data.expectations import SuiteOutcome, build_checks, validate
-from semivdn.data.video import VIDEO_SUFFIXES, FrameReader, VideoError, is_video_file
+from semivdn.data.video import VIDEO_SUFFIXES, FrameReader, VideoError, is_video_file, psnr_db
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +146,14 @@ def discover(cfg: Config, raw_root: Path) -> list[Candidate]:
         raise FileNotFoundError(f"{raw_root}: no clips found; expected paired/<split>/<snowy>/<clip> "
                                 f"and/or real/<split>/<clip> (run `semivdn data make` or add footage)")
     return sorted(found, key=lambda c: (c.clip_id, str(c.snowy)))
+
+
+def discover_footage(footage_root: Path) -> list[Candidate]:
+    """The clips directly below ``footage_root``, as real train clips named ``footage-<name>``."""
+    if not footage_root.is_dir():
+        raise FileNotFoundError(f"footage folder not found: {footage_root}")
+    return [Candidate("real", "train", FOOTAGE_PREFIX + _clip_name(entry), entry,
+                      problem=None if _is_clip(entry) else _not_a_clip(entry)) for entry in _entries(footage_root)]
 
 
 def read_source_manifest(path: Path) -> dict[str, Any] | None:
@@ -269,8 +282,7 @@ def scan_paired(snowy: Path, clean: Path | None) -> dict[str, Any]:
             snowy_luma = snowy_stats.add(snowy_frame) if snowy_frame is not None else None
             clean_luma = clean_stats.add(clean_frame) if clean_frame is not None else None
             if snowy_luma is not None and clean_luma is not None and snowy_frame.shape == clean_frame.shape:
-                mse = float(np.mean((snowy_frame.astype(np.float32) - clean_frame.astype(np.float32)) ** 2)) / 255.0**2
-                psnr_sum += 10.0 * math.log10(1.0 / mse) if mse > 0 else math.inf
+                psnr_sum += float(psnr_db(snowy_frame[None], clean_frame[None])[0])
                 pairs += 1
                 snow_pixels += int(np.count_nonzero(snowy_luma - clean_luma > SNOW_THRESHOLD))
                 pixels += snowy_luma.size
@@ -297,7 +309,7 @@ def scan_real(path: Path) -> dict[str, Any]:
 
 
 def _scan(candidate: Candidate, raw_root: Path, folder_fps: dict[str, float]) -> dict[str, Any]:
-    relative = candidate.snowy.relative_to(raw_root).as_posix()
+    relative = Path(os.path.relpath(candidate.snowy, raw_root)).as_posix()
     row: dict[str, Any] = {"clip_id": candidate.clip_id, "source": candidate.source, "split": candidate.split,
                            "clip": candidate.clip, "snowy_path": relative,
                            "clean_path": candidate.clean.relative_to(raw_root).as_posix() if candidate.clean else None,
@@ -397,14 +409,18 @@ def render_report(raw_root: Path, summary: dict[str, Any], quarantine: pd.DataFr
     return "\n\n".join(sections) + "\n"
 
 
-def curate(cfg: Config, raw_root: Path, out_dir: Path) -> dict[str, Any]:
-    """Scan ``raw_root``, validate, and write manifest.parquet, quarantine.csv, report.md and summary.json.
+def curate(cfg: Config, raw_root: Path, out_dir: Path, footage_root: Path | None = None) -> dict[str, Any]:
+    """Scan ``raw_root`` and ``footage_root``; write manifest.parquet, quarantine.csv, report.md and summary.json.
 
     Raises :class:`CurationError` (after writing quarantine.csv, report.md and summary.json)
     when more than ``curate.max_quarantine_fraction`` of the clips are quarantined.
     """
     raw_root, out_dir = Path(raw_root), Path(out_dir)
     candidates = discover(cfg, raw_root)
+    if footage_root is not None:
+        footage = discover_footage(Path(footage_root))
+        log.info("footage: %d clip(s) in %s join the real train split", len(footage), footage_root)
+        candidates = sorted(candidates + footage, key=lambda c: (c.clip_id, str(c.snowy)))
     manifests = {source: read_source_manifest(raw_root / source / "manifest.json") for source in ("paired", "real")}
     table = scan_table(raw_root, candidates, manifests)
     outcome = validate(table, build_checks(cfg))

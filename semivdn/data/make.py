@@ -36,7 +36,7 @@ from semivdn.config import Config
 from semivdn.data.realsnow import film_snow
 from semivdn.data.scenes import SPLIT_SCENES, render_clean_clip
 from semivdn.data.synth import synthesize_snow
-from semivdn.data.video import FrameWriter, to_rgb8
+from semivdn.data.video import FrameWriter, psnr_db, to_rgb8
 from semivdn.eval.baselines import temporal_median3
 
 SPLITS = ("train", "val", "test")
@@ -140,22 +140,14 @@ def _write_clip(cfg: Config, job: _ClipJob, root: Path, truth_root: Path) -> _Cl
         _write_frames(set_root / path, snowy8, make.fps)
         if job.split != "train":  # the unlabelled training footage keeps no truth at all
             _write_frames(truth_root / job.split / job.name, clean8, make.fps)
-    return _ClipResult(job=job, path=path.as_posix(), input_psnr_db=_psnr(snowy8, clean8),
-                       median3_psnr_db=_psnr(_median3(snowy8), clean8))
+    return _ClipResult(job=job, path=path.as_posix(), input_psnr_db=psnr_db(snowy8, clean8).tolist(),
+                       median3_psnr_db=psnr_db(_median3(snowy8), clean8).tolist())
 
 
 def _write_frames(path: Path, frames: np.ndarray, fps: int) -> None:
     with FrameWriter(path, fps=fps) as writer:
         for frame in frames:
             writer.write(frame)
-
-
-def _psnr(frames: np.ndarray, reference: np.ndarray) -> list[float]:
-    """Per-frame PSNR in dB of uint8 frames (T, H, W, 3) against a reference (inf when identical)."""
-    error = (frames.astype(np.float64) - reference.astype(np.float64)) ** 2
-    mse = error.reshape(len(frames), -1).mean(axis=1)
-    with np.errstate(divide="ignore"):
-        return [float(v) for v in 10.0 * np.log10(255.0**2 / mse)]
 
 
 def _median3(frames: np.ndarray) -> np.ndarray:

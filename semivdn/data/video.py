@@ -256,6 +256,20 @@ class FrameWriter:
             self._container = None
 
 
+def psnr_db(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR in dB of 8-bit frames (T, H, W, 3) against a reference, all channels, peak 255.
+
+    The data-side PSNR (curation's pair check, the generator's difficulty record);
+    identical frames give inf. Evaluation scores with pyiqa's (semivdn.eval.metrics).
+    """
+    if frames.shape != reference.shape:
+        raise ValueError(f"PSNR of frames {frames.shape} against a reference of shape {reference.shape}")
+    error = (frames.astype(np.float64) - reference.astype(np.float64)) ** 2
+    mse = error.reshape(len(frames), -1).mean(axis=1)
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(255.0**2 / mse)
+
+
 def to_tensor(frame: np.ndarray) -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> float32 (3, H, W) in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float().div_(255.0)

@@ -309,9 +309,7 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
                 state.run_id = active.info.run_id
                 params = dict(_flatten("", {k: v for k, v in cfg.to_dict().items() if k != "variants"}))
                 params.update({f"variant.{k}": v for k, v in dataclasses.asdict(spec).items()})
-                items = list(params.items())
-                for i in range(0, len(items), 90):
-                    mlflow.log_params(dict(items[i:i + 90]))
+                mlflow.log_params(params)  # MLflow batches them itself (MAX_PARAMS_TAGS_PER_BATCH)
                 mlflow.set_tags({
                     "variant": variant, "git_commit": git_commit(), "profile": cfg.profile,
                     "data.paired_train_hash": data_hash(manifest[(manifest.source == "paired")
