@@ -172,7 +172,7 @@ def test_staging_adds_footage_to_a_copy_of_the_raw_data_and_curation_quarantines
 def test_curation_reads_the_footage_folder_as_real_train_clips_resolvable_from_the_raw_root(
         cfg: Config, tmp_path: Path) -> None:
     raw, footage = tmp_path / "data" / "raw", tmp_path / "data" / "footage"
-    make_dataset(cfg, raw)
+    make_dataset(cfg, raw, tmp_path / "real_truth")
     _new_clip(footage / "site_a.mp4", seed=3)
     curate(cfg, raw, tmp_path / "curated", footage)
     manifest = pd.read_parquet(tmp_path / "curated" / "manifest.parquet")

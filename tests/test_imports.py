@@ -13,10 +13,6 @@ import pytest
 from importgraph import cycles, import_graph, project_modules
 
 LAYER = {"semivdn": 0, "components": 1, "pipelines": 2}
-# Known and being removed under issue 13 (the model layer loads models:/ references through the
-# registry); the tests below xfail on exactly this and fail on anything else. Delete once it lands.
-ISSUE_13_EDGE = "semivdn.models.checkpoint -> semivdn.registry"
-ISSUE_13_CYCLE = ["semivdn.inference", "semivdn.models.checkpoint", "semivdn.registry"]
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +52,8 @@ def test_no_import_reaches_a_higher_layer(graph: dict[str, set[str]]) -> None:
 def test_the_model_layer_does_not_know_the_registry(graph: dict[str, set[str]]) -> None:
     found = sorted(f"{source} -> {target}" for source, targets in graph.items() for target in targets
                    if source.startswith("semivdn.models") and target == "semivdn.registry")
-    if found == [ISSUE_13_EDGE]:  # anything else fails below
-        pytest.xfail(f"issue 13 (open): {ISSUE_13_EDGE}")
     assert found == []
 
 
 def test_no_import_cycles(graph: dict[str, set[str]]) -> None:
-    found = cycles(graph)
-    assert [cycle for cycle in found if cycle != ISSUE_13_CYCLE] == []
-    if found:
-        pytest.xfail(f"issue 13 (open): the cycle {' -> '.join(ISSUE_13_CYCLE)}")
+    assert cycles(graph) == []
