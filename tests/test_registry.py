@@ -72,7 +72,8 @@ def _register(cfg: Config, root: Path, psnr: float | None, nima: float | None = 
 
 def _distinct_checkpoint(root: Path, tag: str, meta: dict | None = None) -> Path:
     """A tiny M2 checkpoint whose weights (so hash) depend on ``tag``, in the fixture's training run."""
-    template = read_checkpoint_header(root / "M2" / "model.safetensors").meta
+    fixture = root / "M2" / "model.safetensors"
+    template = read_checkpoint_header(fixture).meta if fixture.is_file() else {"variant": "M2"}
     torch.manual_seed(int(hashlib.sha256(tag.encode()).hexdigest()[:8], 16))
     path = root / "checkpoints" / tag / "model.safetensors"
     return save_checkpoint(path, create_model(TINY_MODEL), TINY_MODEL, meta={**template, **(meta or {})})
@@ -222,3 +223,94 @@ def test_download_model_resolves_aliases_and_versions_to_the_checkpoint(store: t
         download_model(cfg, "models:/download@nope")
     with pytest.raises(ValueError, match="expected models:/NAME@ALIAS"):
         download_model(cfg, "models:/download/latest")
+
+
+def test_issue13_1_registry_rebuild_under_a_warm_cache_never_serves_the_old_model(
+        tmp_path: Path, smoke_cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """models:/NAME/1 means whatever version 1 is *now*: a rebuilt store must not get the cached old weights."""
+    database = tmp_path / "mlruns.db"
+    cfg = dataclasses.replace(smoke_cfg, mlflow=dataclasses.replace(
+        smoke_cfg.mlflow, tracking_uri=f"sqlite:///{database}", artifact_location=str(tmp_path / "artifacts"),
+        model_cache=str(tmp_path / "cache"), model_name="rebuilt"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.mlflow.tracking_uri)
+    first = _distinct_checkpoint(tmp_path, "first")
+    register_model(cfg, first, "M2", None)
+    assert download_model(cfg, "models:/rebuilt/1").read_bytes() == first.read_bytes()  # the cache is warm
+    MlflowClient(cfg.mlflow.tracking_uri).delete_registered_model("rebuilt")  # rebuilt: version 1 is reused
+    second = _distinct_checkpoint(tmp_path, "second")
+    assert register_model(cfg, second, "M2", None)["version"] == 1
+    assert download_model(cfg, "models:/rebuilt/1").read_bytes() == second.read_bytes()
+
+
+def test_issue13_1_a_cached_file_that_no_longer_matches_its_hash_is_fetched_again(store: tuple[Config, Path]) -> None:
+    cfg, root = store
+    cfg = _named(cfg, "tampered")
+    version = _register(cfg, root, psnr=20.0)
+    cached = download_model(cfg, f"models:/tampered/{version}")
+    cached.write_bytes(b"tampered")
+    again = download_model(cfg, f"models:/tampered/{version}")
+    assert sha256_file(again) == MlflowClient(cfg.mlflow.tracking_uri).get_model_version(
+        "tampered", str(version)).tags["checkpoint_sha256"]
+
+
+def test_issue13_3_register_refuses_an_evaluation_of_another_checkpoint(store: tuple[Config, Path]) -> None:
+    cfg, root = store
+    cfg = _named(cfg, "bound")
+    other = _distinct_checkpoint(root, "scored-elsewhere")
+    folder = root / "evals" / "of-another"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"psnr": 40.0, "checkpoint_sha256": sha256_file(other)}))
+    with pytest.raises(ValueError, match="not this checkpoint"):
+        register_model(cfg, root / "M2" / "model.safetensors", "M2", folder)
+    (folder / "summary.json").write_text(json.dumps({"psnr": 40.0, "model_ref": "models/full"}))  # unbound
+    with pytest.raises(ValueError, match="no checkpoint hash"):
+        register_model(cfg, root / "M2" / "model.safetensors", "M2", folder)
+
+
+def test_issue13_e_register_is_idempotent_by_checkpoint_hash_and_a_retry_completes(
+        store: tuple[Config, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg, root = store
+    cfg = _named(cfg, "idempotent")
+    checkpoint = _distinct_checkpoint(root, "idempotent")
+    calls = 0
+    original = MlflowClient.set_registered_model_alias
+
+    def fail_once(self: MlflowClient, *args: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("tracking server went away")  # after the version was created
+        original(self, *args)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", fail_once)
+    with pytest.raises(ConnectionError):
+        register_model(cfg, checkpoint, "M2", None)
+    retried = register_model(cfg, checkpoint, "M2", None)
+    again = register_model(cfg, checkpoint, "M2", None)
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    assert [int(v.version) for v in client.search_model_versions("name = 'idempotent'")] == [1]
+    assert retried["version"] == again["version"] == 1
+    assert int(client.get_model_version_by_alias("idempotent", "candidate").version) == 1
+
+
+@pytest.mark.slow  # two fresh interpreters import MLflow
+def test_issue13_10_the_losing_concurrent_promote_leaves_the_champions_audit_tags(store: tuple[Config, Path]) -> None:
+    cfg, root = store
+    cfg = _named(cfg, "audit")
+    version = _register(cfg, root, psnr=20.0)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:  # both promote the same candidate
+        results = pool.starmap(promote, [(cfg,), (cfg,)])
+    assert sorted(r["promoted"] for r in results) == [False, True]
+    tags = MlflowClient(cfg.mlflow.tracking_uri).get_model_version("audit", str(version)).tags
+    assert tags["promotion.decision"] == "promoted" and "first champion" in tags["promotion.reasons"]
+
+
+def test_issue13_13_a_registered_model_carries_no_pickle(store: tuple[Config, Path]) -> None:
+    cfg, root = store
+    cfg = _named(cfg, "nopickle")
+    version = _register(cfg, root, psnr=20.0)
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/nopickle/{version}",
+                                                      dst_path=str(root / "nopickle")))
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if p.suffix == ".pkl"]
+    assert not any(b"python_model.pkl" in p.read_bytes() for p in files if p.name == "MLmodel")

@@ -108,3 +108,33 @@ def test_ingest_component_stages_raw_data_and_footage_from_s3_and_changes_neithe
     assert {f.name for f in storage.list_files(f"{s3}/raw")} == {  # the raw data stays as it was
         "paired/train/snowy/c/00000.png", "real/train/clip_000.mp4"}
     assert {f.name for f in storage.list_files(f"{s3}/incoming")} == set(FOOTAGE)  # the footage stays
+
+
+@pytest.mark.parametrize("key", ["footage//{victim}", "footage/../../../../{escape}"])
+def test_issue13_2_a_key_that_leaves_the_destination_is_refused(s3: str, tmp_path: Path, key: str) -> None:
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    escape = tmp_path / "escaped.png"
+    dest = tmp_path / "a" / "b" / "c" / "dest"
+    hostile = key.format(victim=str(victim).lstrip("/"), escape=escape.name)
+    client = storage.s3_client()
+    client.put_object(Bucket=BUCKET, Key="footage/ok.png", Body=b"fine")
+    client.put_object(Bucket=BUCKET, Key=hostile, Body=b"overwritten")
+    with pytest.raises(storage.StorageError, match="unsafe file name"):
+        storage.download_prefix(f"{s3}/footage", dest)
+    assert victim.read_bytes() == b"precious" and not escape.exists()
+    assert not dest.exists()  # every name is checked before the first write
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "a/../../b", "..", "a//b", "./a", "a\\..\\b", ""])
+def test_issue13_2_safe_join_refuses_names_that_are_not_plain_relative_paths(tmp_path: Path, name: str) -> None:
+    with pytest.raises(storage.StorageError):
+        storage.safe_join(tmp_path, name)
+
+
+def test_issue13_2_safe_join_refuses_a_symlink_out_and_keeps_plain_names(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "link").symlink_to(tmp_path)
+    with pytest.raises(storage.StorageError, match="resolves outside"):
+        storage.safe_join(tmp_path / "root", "link/x.png")
+    assert storage.safe_join(tmp_path / "root", "a/b.png") == tmp_path / "root" / "a" / "b.png"
