@@ -165,7 +165,7 @@ def register_model(cfg: Config, checkpoint: Path, variant: str, eval_dir: Path |
     client, name = _client(cfg), cfg.mlflow.model_name
     tags = _version_tags(variant, meta, digest, summary)
     with _registry_lock(cfg):  # one search-then-create at a time: two registrations cannot both create
-        version = _version_of(client, name, digest) if client.search_registered_models(f"name = '{name}'") else None
+        version = _version_of(client, name, digest)
         if version is not None:
             for key, value in tags.items():
                 client.set_model_version_tag(name, version.version, key, value)
