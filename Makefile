@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo promote lock-check test test-fast lint benchmark clean
+.PHONY: install demo promote lock-check test test-fast lint benchmark clean image-lock wheelhouse local-base image image-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,50 @@ test-fast: lint
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/inference.py --output benchmarks/results/inference.json
+
+# --- the container image (infra/docker) ----------------------------------------------------------------------
+# VARIANT=cpu (default) or cuda. The base is BASE_IMAGE when a registry has it, else a minimal Debian made here
+# with debootstrap from DEBIAN_MIRROR (LOCAL_BASE): the build needs no image registry.
+VARIANT ?= cpu
+IMAGE ?= semivdn:$(VARIANT)
+BASE_IMAGE ?= debian:bookworm-slim
+LOCAL_BASE ?= semivdn-base:bookworm
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+DOCKER_BUILD_FLAGS ?= --network host
+LOCK := infra/docker/requirements-$(VARIANT).lock
+WHEELHOUSE := build/wheelhouse-$(VARIANT)
+
+# Re-resolve both lock files from pyproject.toml and infra/docker/{cpu,cuda}.in.
+image-lock: $(STAMP)
+	$(BIN)/python infra/docker/lock.py cpu
+	$(BIN)/python infra/docker/lock.py cuda
+
+# Every locked package (hash-checked) from the configured indexes into the build context.
+$(WHEELHOUSE)/.complete: $(LOCK) $(STAMP)
+	$(BIN)/pip download --quiet --no-deps --require-hashes -r $(LOCK) -d $(WHEELHOUSE)
+	touch $@
+
+wheelhouse: $(WHEELHOUSE)/.complete
+
+local-base:
+	rootfs=$$(mktemp -d) && debootstrap --variant=minbase bookworm $$rootfs $(DEBIAN_MIRROR) \
+	  && tar -C $$rootfs -c . | docker import - $(LOCAL_BASE); status=$$?; rm -rf $$rootfs; exit $$status
+
+image: wheelhouse
+	base=$(BASE_IMAGE); \
+	if ! docker image inspect $$base >/dev/null 2>&1 && ! docker pull $$base >/dev/null 2>&1; then \
+	  echo "$$base cannot be pulled: building on $(LOCAL_BASE)"; base=$(LOCAL_BASE); \
+	  docker image inspect $$base >/dev/null 2>&1 || $(MAKE) local-base || exit 1; \
+	fi; \
+	docker build $(DOCKER_BUILD_FLAGS) -f infra/docker/Dockerfile -t $(IMAGE) --build-arg BASE_IMAGE=$$base \
+	  --build-arg VARIANT=$(VARIANT) --build-arg GIT_SHA=$$(git describe --always --dirty --abbrev=40 --match=NONE) \
+	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) .
+	@docker image inspect --format '{{.Size}} {{.Id}}' $(IMAGE) | \
+	  awk '{printf "image $(IMAGE): %.0f MB, digest %s\n", $$1 / 1e6, $$2}'
+
+# The DAG in containers (kfp.local DockerRunner, smoke profile) to a promoted champion: slow, opt-in.
+image-test: image $(STAMP)
+	SEMIVDN_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -q -m image tests/test_image.py
 
 clean:
 	rm -rf data models metrics/*.json reports/* mlruns.db mlartifacts build .pytest_cache
