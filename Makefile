@@ -47,23 +47,24 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/inference.py --output benchmarks/results/inference.json
 
 # --- the container image (infra/docker) ----------------------------------------------------------------------
-# VARIANT=cpu (default) or cuda. The base is BASE_IMAGE when a registry has it, else a minimal Debian made here
-# with debootstrap from DEBIAN_MIRROR (LOCAL_BASE): the build needs no image registry.
-VARIANT ?= cpu
+# VARIANT=cuda (default: runs on CPU and GPU nodes, and builds from PyPI alone) or cpu (smaller; needs
+# PyTorch's CPU index). The base is BASE_IMAGE when a registry has it, else a minimal Debian made here with
+# debootstrap from DEBIAN_MIRROR (LOCAL_BASE): no image registry is needed. The locked wheels are fetched
+# once into build/wheelhouse-VARIANT with this machine's pip settings and served to the build over localhost.
+VARIANT ?= cuda
 IMAGE ?= semivdn:$(VARIANT)
 BASE_IMAGE ?= debian:bookworm-slim
 LOCAL_BASE ?= semivdn-base:bookworm
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
-DOCKER_BUILD_FLAGS ?= --network host
+WHEEL_PORT ?= 8765
 LOCK := infra/docker/requirements-$(VARIANT).lock
 WHEELHOUSE := build/wheelhouse-$(VARIANT)
 
-# Re-resolve both lock files from pyproject.toml and infra/docker/{cpu,cuda}.in.
+# Re-resolve the lock files from pyproject.toml and infra/docker/<variant>.in.
 image-lock: $(STAMP)
-	$(BIN)/python infra/docker/lock.py cpu
 	$(BIN)/python infra/docker/lock.py cuda
+	$(BIN)/python infra/docker/lock.py cpu
 
-# Every locked package (hash-checked) from the configured indexes into the build context.
 $(WHEELHOUSE)/.complete: $(LOCK) $(STAMP)
 	$(BIN)/pip download --quiet --no-deps --require-hashes -r $(LOCK) -d $(WHEELHOUSE)
 	touch $@
@@ -80,9 +81,12 @@ image: wheelhouse
 	  echo "$$base cannot be pulled: building on $(LOCAL_BASE)"; base=$(LOCAL_BASE); \
 	  docker image inspect $$base >/dev/null 2>&1 || $(MAKE) local-base || exit 1; \
 	fi; \
-	docker build $(DOCKER_BUILD_FLAGS) -f infra/docker/Dockerfile -t $(IMAGE) --build-arg BASE_IMAGE=$$base \
-	  --build-arg VARIANT=$(VARIANT) --build-arg GIT_SHA=$$(git describe --always --dirty --abbrev=40 --match=NONE) \
-	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) .
+	$(BIN)/python -m http.server $(WHEEL_PORT) --bind 127.0.0.1 --directory $(WHEELHOUSE) >/dev/null 2>&1 & server=$$!; \
+	docker build --network host -f infra/docker/Dockerfile -t $(IMAGE) --build-arg BASE_IMAGE=$$base \
+	  --build-arg VARIANT=$(VARIANT) --build-arg PIP_INDEX_URL=http://127.0.0.1:$(WHEEL_PORT)/ \
+	  --build-arg PIP_FIND_LINKS=http://127.0.0.1:$(WHEEL_PORT)/ \
+	  --build-arg GIT_SHA=$$(git describe --always --dirty --abbrev=40 --match=NONE) \
+	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) .; status=$$?; kill $$server; exit $$status
 	@docker image inspect --format '{{.Size}} {{.Id}}' $(IMAGE) | \
 	  awk '{printf "image $(IMAGE): %.0f MB, digest %s\n", $$1 / 1e6, $$2}'
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,16 @@ def run_semivdn(argv: Sequence[str], params_file: str, profile: str, mlflow_trac
     args = build_parser().parse_args([*argv, "--params", params_file, *(["--profile", profile] if profile else [])])
     logging.getLogger(__name__).info("semivdn %s", " ".join(argv))
     return args.handler(args, load_config(args.params, args.profile))
+
+
+def torchrun_semivdn(argv: Sequence[str], processes: int, params_file: str, profile: str,
+                     mlflow_tracking_uri: str = "") -> None:
+    """``semivdn ARGV`` as ``processes`` DDP workers on this node (torchrun; NCCL on GPUs, gloo on CPU)."""
+    _environment(mlflow_tracking_uri)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "semivdn.cli", *argv, "--params", params_file, *(["--profile", profile] if profile else [])]
+    logging.getLogger(__name__).info("%s", " ".join(command))
+    subprocess.run(command, check=True)
 
 
 def checkpoint(model: Model) -> str:

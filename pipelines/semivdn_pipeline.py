@@ -22,6 +22,7 @@ Kubeflow reads parameter types and defaults from the pipeline function's signatu
 so this module does not use ``from __future__ import annotations``.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import PipelineTask
 
 from components.build import Components, build_components
-from semivdn import storage
+from semivdn import storage, tracking
 from semivdn.config import Config
 from semivdn.registry import CHAMPION
 
@@ -38,54 +39,83 @@ IMAGE_PARAMS_FILE = "params.yaml"  # in the image's working directory (infra/doc
 S3_SECRET = "semivdn-s3"  # created out of band, see infra/README.md
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 ENV_CONFIG_MAP = "semivdn-pipeline-env"  # infra/k8s/pipeline-env.yaml
-ENV_CONFIG_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI", "SEMIVDN_S3_ENDPOINT": "SEMIVDN_S3_ENDPOINT"}
+ENV_CONFIG_KEYS = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI", "SEMIVDN_S3_ENDPOINT": "SEMIVDN_S3_ENDPOINT",
+                   "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL"}
+MLFLOW_SECRET = "semivdn-mlflow-client"  # MLflow basic-auth user of the pipeline (infra/README.md)
+MLFLOW_SECRET_KEYS = {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+                      "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
+RUN_ID_LABEL = "pipeline/runid"  # the Kubeflow run id on every step pod: MLflow lineage (semivdn/tracking.py)
+CHECKPOINT_MOUNT = "/checkpoints"  # where pipeline.checkpoint_pvc is mounted in training pods
 SUPERVISED_BASELINE = "M1"
 WARM_UP = "M2"
 CANDIDATE = "full"
 RETRAIN_VARIANTS = [CANDIDATE]  # retrained from the champion when new footage arrives
 BASELINES = ["input", "median3"]
 GPU_RESOURCE = "nvidia.com/gpu"
+HOUR = 3600
 
 
 @dataclass(frozen=True)
 class StepPolicy:
-    """Kubernetes requests, retries on transient failure, and whether a cached result may be reused.
+    """Kubernetes requests, a deadline, retries on transient failure, and whether a cached result may be reused.
 
     Steps that read mutable external state (the footage location, the registry)
-    never use the cache: their inputs are URIs whose content changes.
+    never use the cache: their inputs are URIs whose content changes. ``shm``
+    sizes the in-memory /dev/shm that PyTorch DataLoader workers share tensors
+    through (a pod's default is 64 MiB).
     """
 
     cpu: str
     memory: str
     cache: bool
     retries: int
+    timeout_s: int
     gpus: int = 0
+    shm: str | None = None
 
 
-LIGHT = StepPolicy(cpu="500m", memory="2Gi", cache=False, retries=3)
-DATA = StepPolicy(cpu="2", memory="8Gi", cache=False, retries=3)
-CURATE = StepPolicy(cpu="2", memory="8Gi", cache=True, retries=1)
-EVALUATE = StepPolicy(cpu="4", memory="16Gi", cache=True, retries=1)
-REPORT = StepPolicy(cpu="1", memory="4Gi", cache=True, retries=1)
+# The sensor does not retry: a missing footage location is one clear failure, not three.
+SENSOR = StepPolicy(cpu="500m", memory="2Gi", cache=False, retries=0, timeout_s=HOUR // 4)
+LIGHT = StepPolicy(cpu="500m", memory="2Gi", cache=False, retries=3, timeout_s=HOUR // 4)
+DATA = StepPolicy(cpu="2", memory="8Gi", cache=False, retries=3, timeout_s=2 * HOUR)
+CURATE = StepPolicy(cpu="2", memory="8Gi", cache=True, retries=1, timeout_s=2 * HOUR)
+EVALUATE = StepPolicy(cpu="4", memory="16Gi", cache=True, retries=1, timeout_s=6 * HOUR, shm="2Gi")
+REPORT = StepPolicy(cpu="1", memory="4Gi", cache=True, retries=1, timeout_s=HOUR // 2)
 
 
 def training_policy(cfg: Config) -> StepPolicy:
-    return StepPolicy(cpu="8", memory="32Gi", cache=True, retries=1, gpus=cfg.pipeline.train_gpus)
+    """Two retries: a retried attempt resumes from its checkpoint on the PVC, so a retry costs little."""
+    return StepPolicy(cpu="8", memory="32Gi", cache=True, retries=2,
+                      timeout_s=round(cfg.pipeline.train_timeout_hours * HOUR), gpus=cfg.pipeline.train_gpus,
+                      shm="8Gi")
 
 
-def apply_policy(task: PipelineTask, policy: StepPolicy, display_name: str | None = None,
+def apply_policy(task: PipelineTask, policy: StepPolicy, display_name: str, environment: Mapping[str, str],
                  retry: bool = True) -> PipelineTask:
-    """Set requests/limits, retry, caching and the cluster environment (S3 secret, ConfigMap) on a task."""
+    """Requests/limits, deadline, retry, caching, /dev/shm and the environment of one task.
+
+    On the cluster: S3 and MLflow credentials from secrets (never in the container's
+    arguments), endpoints from the ConfigMap, the run id from the pod's label.
+    ``environment`` holds plain variables (the lineage of :mod:`semivdn.tracking`).
+    """
+    for name, value in environment.items():
+        task.set_env_variable(name, value)
     task.set_cpu_request(policy.cpu).set_memory_request(policy.memory).set_memory_limit(policy.memory)
     if policy.gpus:
         task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(policy.gpus)
     if retry:
         task.set_retry(num_retries=policy.retries, backoff_duration="30s", backoff_factor=2.0)
     task.set_caching_options(enable_caching=policy.cache)
-    if display_name:
-        task.set_display_name(display_name)
+    task.set_display_name(display_name)
+    kubernetes.set_timeout(task, policy.timeout_s)
+    if policy.shm:
+        kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                   size_limit=policy.shm)
     kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=S3_SECRET_KEYS)
+    kubernetes.use_secret_as_env(task, secret_name=MLFLOW_SECRET, secret_key_to_env=MLFLOW_SECRET_KEYS)
     kubernetes.use_config_map_as_env(task, config_map_name=ENV_CONFIG_MAP, config_map_key_to_env=ENV_CONFIG_KEYS)
+    kubernetes.use_field_path_as_env(task, env_name=tracking.KFP_RUN_ID_ENV,
+                                     field_path=f"metadata.labels['{RUN_ID_LABEL}']")
     return task
 
 
@@ -100,78 +130,97 @@ def semi_supervised_variants(cfg: Config) -> list[str]:
     return [name for name, variant in cfg.variants.items() if variant.init == WARM_UP]
 
 
-def build_pipeline(cfg: Config, retries: bool = True) -> Any:
-    """The pipeline function for ``cfg``: its image, resources and parameter defaults come from params.
+def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, str] | None = None) -> Any:
+    """The pipeline function for ``cfg``: its images, resources and parameter defaults come from params.
 
-    ``retries=False`` (``kfp.local`` runs, which honour retry policies) fails at the
-    first error instead of retrying with back-off what on one machine is not transient.
+    ``raw_uri`` and ``footage_uri`` have no defaults: every run names its data
+    (``semivdn-pipeline submit`` fills them with the bucket's ``raw`` and ``incoming``
+    prefixes). ``retries=False`` (``kfp.local`` runs, which honour retry policies)
+    fails at the first error instead of retrying with back-off what on one machine
+    is not transient. ``environment``: more variables for every step (a local run's
+    endpoints and credentials; on a cluster they come from the secrets and ConfigMap).
     """
+    environment = dict(environment or {})
     steps: Components = build_components(cfg.pipeline.image)
 
-    def apply(task: PipelineTask, policy: StepPolicy, display_name: str | None = None) -> PipelineTask:
-        return apply_policy(task, policy, display_name, retry=retries)
+    def apply(task: PipelineTask, policy: StepPolicy, display_name: str,
+              image: str = cfg.pipeline.image) -> PipelineTask:
+        lineage = {tracking.IMAGE_ENV: image, tracking.PIPELINE_NAME_ENV: PIPELINE_NAME}
+        return apply_policy(task, policy, display_name, {**lineage, **environment}, retry=retries)
 
     train_policy = training_policy(cfg)
+    train_image = cfg.pipeline.image_cuda if train_policy.gpus else cfg.pipeline.image
     champion_ref = f"models:/{cfg.mlflow.model_name}@{CHAMPION}"
     semi_variants = semi_supervised_variants(cfg)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="SemiVDN: curate, train the ablation variants, evaluate, "
                   "report, register and promote; retrains from the champion when new real footage arrives.")
-    def semivdn_pipeline(profile: str = cfg.profile,
+    def semivdn_pipeline(raw_uri: str,
+                         footage_uri: str,
+                         profile: str = cfg.profile,
                          params_file: str = IMAGE_PARAMS_FILE,
-                         raw_uri: str = default_data_uri(cfg, cfg.paths.raw, "raw"),
-                         footage_uri: str = cfg.pipeline.footage_uri,
                          mlflow_tracking_uri: str = "",
+                         checkpoint_root: str = CHECKPOINT_MOUNT,
                          variants: list[str] = semi_variants,
                          retrain_variants: list[str] = RETRAIN_VARIANTS,
                          candidate: str = CANDIDATE,
                          baselines: list[str] = BASELINES) -> None:
         config = {"params_file": params_file, "profile": profile}
         tracked = {**config, "mlflow_tracking_uri": mlflow_tracking_uri}
-        sensor = apply(steps.footage_sensor(footage_uri=footage_uri, **tracked), LIGHT, "footage sensor")
+        sensor = apply(steps.footage_sensor(footage_uri=footage_uri, **tracked), SENSOR, "check for new footage")
 
         with dsl.If(sensor.output != "skip", name="new-footage"):
             ingest = apply(steps.ingest_footage(raw_uri=raw_uri, footage_uri=footage_uri, **config), DATA,
-                           "ingest footage")
-            curate = apply(steps.curate_data(raw=ingest.outputs["raw"], **config), CURATE, "curate")
+                           "ingest footage into the raw data")
+            curate = apply(steps.curate_data(raw=ingest.outputs["raw"], **config), CURATE,
+                           "curate: validate and quarantine clips")
             data = {"raw": ingest.outputs["raw"], "curated": curate.outputs["curated"], **tracked}
 
-            def train(variant: Any, label: str | None = None, **start: Any) -> PipelineTask:
-                return apply(steps.train_variant(variant=variant, **data, **start), train_policy, label)
+            def train(variant: Any, label: str, **start: Any) -> PipelineTask:
+                task = apply(steps.train_variant(variant=variant, checkpoint_root=checkpoint_root,
+                                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                                 processes=max(train_policy.gpus, 1), **data, **start),
+                             train_policy, label, train_image)
+                task.set_container_image(train_image)
+                kubernetes.mount_pvc(task, pvc_name=cfg.pipeline.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
+                return task
 
-            def evaluate(name: Any, label: str | None = None, **what: Any) -> PipelineTask:
+            def evaluate(name: Any, label: str, **what: Any) -> PipelineTask:
                 return apply(steps.evaluate_model(name=name, **data, **what), EVALUATE, label)
 
-            def train_and_evaluate(items: Any, **start: Any) -> tuple[PipelineTask, PipelineTask]:
-                with dsl.ParallelFor(items) as variant:
-                    trained = train(variant, **start)
-                    evaluated = evaluate(variant, model=trained.outputs["model"])
+            def train_and_evaluate(items: Any, loop: str, **start: Any) -> tuple[PipelineTask, PipelineTask]:
+                with dsl.ParallelFor(items, name=loop) as variant:
+                    trained = train(variant, f"train {loop} (one variant per iteration)", **start)
+                    evaluated = evaluate(variant, f"evaluate {loop} (one variant per iteration)",
+                                         model=trained.outputs["model"])
                 return trained, evaluated
 
             def register_and_promote(trained: PipelineTask, evaluated: PipelineTask) -> PipelineTask:
                 register = apply(steps.register_candidate(
                     models=dsl.Collected(trained.outputs["model"]),
                     evaluations=dsl.Collected(evaluated.outputs["evaluation"]), candidate=candidate,
-                    footage_fingerprint=ingest.outputs["Output"], **tracked), LIGHT, "register candidate")
-                apply(steps.promote_candidate(version=register.output, **tracked), LIGHT, "promotion gate")
+                    footage_fingerprint=ingest.outputs["Output"], **tracked), LIGHT, "register the candidate")
+                apply(steps.promote_candidate(version=register.output, **tracked), LIGHT,
+                      "promotion gate: candidate vs champion")
                 return register
 
             with dsl.If(sensor.output == "sweep", name="ablation-sweep"):
-                with dsl.ParallelFor(baselines) as baseline:
-                    baseline_eval = evaluate(baseline, baseline=baseline)
-                m1 = train(SUPERVISED_BASELINE, "M1 baseline")
-                m1_eval = evaluate(SUPERVISED_BASELINE, "evaluate M1", model=m1.outputs["model"])
-                m2 = train(WARM_UP, "M2 warm-up")
-                m2_eval = evaluate(WARM_UP, "evaluate M2", model=m2.outputs["model"])
-                trained, evaluated = train_and_evaluate(variants, init=m2.outputs["model"])
+                with dsl.ParallelFor(baselines, name="baselines") as baseline:
+                    baseline_eval = evaluate(baseline, "evaluate a baseline (one per iteration)", baseline=baseline)
+                m1 = train(SUPERVISED_BASELINE, f"train {SUPERVISED_BASELINE} (supervised baseline)")
+                m1_eval = evaluate(SUPERVISED_BASELINE, f"evaluate {SUPERVISED_BASELINE}", model=m1.outputs["model"])
+                m2 = train(WARM_UP, f"train {WARM_UP} (supervised warm-up)")
+                m2_eval = evaluate(WARM_UP, f"evaluate {WARM_UP}", model=m2.outputs["model"])
+                trained, evaluated = train_and_evaluate(variants, "semi-supervised-variants",
+                                                        init=m2.outputs["model"])
                 report = apply(steps.ablation_report(
                     baselines=dsl.Collected(baseline_eval.outputs["evaluation"]),
                     m1=m1_eval.outputs["evaluation"], m2=m2_eval.outputs["evaluation"],
                     semi_supervised=dsl.Collected(evaluated.outputs["evaluation"]), **config),
-                    REPORT, "ablation report")
+                    REPORT, "ablation report (paper Table 2)")
                 register_and_promote(trained, evaluated).after(report)
 
             with dsl.Else(name="retrain-from-champion"):
-                register_and_promote(*train_and_evaluate(retrain_variants, init_ref=champion_ref))
+                register_and_promote(*train_and_evaluate(retrain_variants, "retrain-variants", init_ref=champion_ref))
 
     return semivdn_pipeline

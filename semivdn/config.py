@@ -330,12 +330,16 @@ class S3:
 @dataclass(frozen=True)
 class Pipeline:
     image: str = "ghcr.io/semivdn/semivdn:0.1.0"
+    image_cuda: str = "ghcr.io/semivdn/semivdn:0.1.0-cuda"
     footage_uri: str = "data/incoming"
     train_gpus: int = 1
+    train_timeout_hours: float = 72.0
+    checkpoint_pvc: str = "semivdn-checkpoints"
     service_account: str = "semivdn-pipeline-runner"
 
     def __post_init__(self) -> None:
         _require(self.train_gpus >= 0, "pipeline.train_gpus", "must be >= 0")
+        _require(self.train_timeout_hours > 0, "pipeline.train_timeout_hours", "must be > 0")
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,23 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import torch
 import yaml
+from kfp.dsl import Dataset, Metrics, Model
 from mlflow import MlflowClient
+from safetensors.torch import load_file
 
-from pipelines.cli import RECURRING_RUN_SPEC, RecurringRunSpec, main, schedule, submit
+from components.training import train_variant
+from pipelines.cli import (
+    RECURRING_RUN_SPEC,
+    TOKEN_ENV,
+    Connection,
+    RecurringRunSpec,
+    main,
+    run_arguments,
+    schedule,
+    submit,
+)
 from pipelines.semivdn_pipeline import default_data_uri
 from semivdn import storage
 from semivdn.config import Config, ConfigError, config_from_dict, load_config
@@ -32,7 +45,7 @@ PARAMS = ROOT / "params.yaml"
 GOLDEN = ROOT / "tests" / "golden" / "semivdn_pipeline.yaml"
 STEPS = {"footage-sensor", "ingest-footage", "curate-data", "train-variant", "evaluate-model", "ablation-report",
          "register-candidate", "promote-candidate"}
-PARAMETERS = {"profile", "params_file", "raw_uri", "footage_uri", "mlflow_tracking_uri", "variants",
+PARAMETERS = {"profile", "params_file", "raw_uri", "footage_uri", "mlflow_tracking_uri", "checkpoint_root", "variants",
               "retrain_variants", "candidate", "baselines"}
 
 
@@ -84,18 +97,29 @@ def _loop(tasks: dict[str, Task], parameter: str) -> Task:
     return found[0]
 
 
+def _walk(tasks: dict[str, Task]) -> Iterator[Task]:
+    for task in tasks.values():
+        yield task
+        yield from _walk(task.children)
+
+
 def _assert_evaluates_what_it_trains(loop: Task) -> None:
     steps = {t.component.rstrip("-0123456789"): t for t in loop.children.values()}
     assert set(steps) == {"comp-train-variant", "comp-evaluate-model"}
     assert steps["comp-evaluate-model"].depends_on == [steps["comp-train-variant"].display]
 
 
-def test_every_step_is_a_component_on_the_project_image(compiled: tuple[dict[str, Any], dict[str, Any]],
-                                                        demo_cfg: Config) -> None:
+def test_every_step_is_a_component_on_the_project_image_and_training_on_its_cuda_variant(
+        compiled: tuple[dict[str, Any], dict[str, Any]], demo_cfg: Config) -> None:
     spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
     assert {name.removeprefix("exec-").rstrip("-0123456789") for name in executors} == STEPS
-    assert {e["container"]["image"] for e in executors.values()} == {demo_cfg.pipeline.image}
+    for name, executor in executors.items():
+        training = name.startswith("exec-train-variant")
+        image = demo_cfg.pipeline.image_cuda if training else demo_cfg.pipeline.image
+        assert executor["container"]["image"] == image, name
+        env = {e["name"]: e["value"] for e in executor["container"]["env"]}
+        assert env == {"SEMIVDN_IMAGE": image, "SEMIVDN_PIPELINE_NAME": "semivdn"}, name  # MLflow lineage
     assert all("pip install" not in " ".join(e["container"]["command"]) for e in executors.values())
 
 
@@ -104,54 +128,74 @@ def test_dag_edges_follow_the_sensor_curate_train_evaluate_report_register_promo
     spec, _ = compiled
     root = _tasks(spec, spec["root"])
     new_footage = root["new-footage"]
-    assert new_footage.depends_on == ["footage sensor"]
+    assert new_footage.depends_on == ["check for new footage"]
     assert new_footage.condition == "inputs.parameter_values['pipelinechannel--footage-sensor-Output'] != 'skip'"
     inner = new_footage.children
-    assert inner["curate"].depends_on == ["ingest footage"]
+    curate, ingest = "curate: validate and quarantine clips", "ingest footage into the raw data"
+    assert inner[curate].depends_on == [ingest]
     branches = next(t for t in inner.values() if t.children and not t.condition)
-    assert branches.depends_on == ["curate", "ingest footage"]
+    assert branches.depends_on == sorted([curate, ingest])
 
     sweep_condition = "inputs.parameter_values['pipelinechannel--footage-sensor-Output'] == 'sweep'"
     assert branches.children["ablation-sweep"].condition == sweep_condition
     assert branches.children["retrain-from-champion"].condition == f"!({sweep_condition})"
     sweep = branches.children["ablation-sweep"].children
-    assert sweep["evaluate M1"].depends_on == ["M1 baseline"]
-    assert sweep["evaluate M2"].depends_on == ["M2 warm-up"]
+    assert sweep["evaluate M1"].depends_on == ["train M1 (supervised baseline)"]
+    assert sweep["evaluate M2"].depends_on == ["train M2 (supervised warm-up)"]
     semi = _loop(sweep, "variants")
-    assert semi.depends_on == ["M2 warm-up"]  # M3 and full start from the warm-up
+    assert semi.depends_on == ["train M2 (supervised warm-up)"]  # M3 and full start from the warm-up
     _assert_evaluates_what_it_trains(semi)
     baselines = _loop(sweep, "baselines")
-    assert sweep["ablation report"].depends_on == sorted(["evaluate M1", "evaluate M2", baselines.display,
-                                                          semi.display])
-    assert sweep["register candidate"].depends_on == sorted(["ablation report", semi.display])
-    assert sweep["promotion gate"].depends_on == ["register candidate"]
+    report, register, gate = ("ablation report (paper Table 2)", "register the candidate",
+                              "promotion gate: candidate vs champion")
+    assert sweep[report].depends_on == sorted(["evaluate M1", "evaluate M2", baselines.display, semi.display])
+    assert sweep[register].depends_on == sorted([report, semi.display])
+    assert sweep[gate].depends_on == [register]
 
     retrain = branches.children["retrain-from-champion"].children
     loop = _loop(retrain, "retrain_variants")
     _assert_evaluates_what_it_trains(loop)
-    assert retrain["register candidate"].depends_on == [loop.display]
-    assert retrain["promotion gate"].depends_on == ["register candidate"]
+    assert retrain[register].depends_on == [loop.display]
+    assert retrain[gate].depends_on == [register]
+    # every step the UI shows says what it does (loops and branches by their names, not for-loop-N)
+    groups = {"new-footage", "ablation-sweep", "retrain-from-champion", "baselines", "semi-supervised-variants",
+              "retrain-variants"}
+    names = [t.display for t in _walk(root) if not t.display.startswith("condition-branches-")]  # If/Else pair
+    assert all(" " in n or n in groups for n in names), names
+    assert groups <= set(names)
 
 
-def test_training_steps_request_a_gpu_and_every_step_has_resources_retries_and_cluster_env(
-        compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+def test_training_steps_request_gpus_resume_from_a_pvc_and_every_step_has_a_deadline_and_cluster_env(
+        compiled: tuple[dict[str, Any], dict[str, Any]], demo_cfg: Config) -> None:
     spec, platform = compiled
     executors = spec["deploymentSpec"]["executors"]
-    training = [e for name, e in executors.items() if name.startswith("exec-train-variant")]
+    cluster = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    training = [name for name in executors if name.startswith("exec-train-variant")]
     assert len(training) == 4  # M1, M2, the variants loop, the retrain loop
-    for executor in training:
-        resources = executor["container"]["resources"]
+    for name in training:
+        resources = executors[name]["container"]["resources"]
         assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
         assert resources["accelerator"]["resourceCount"] == "1"
         assert resources["resourceMemoryRequest"] == "32Gi"
+        [pvc] = cluster[name]["pvcMount"]  # checkpoints outlive the pod: a retry resumes there
+        assert (pvc["constant"], pvc["mountPath"]) == (demo_cfg.pipeline.checkpoint_pvc, "/checkpoints")
+        assert int(cluster[name]["activeDeadlineSeconds"]) == demo_cfg.pipeline.train_timeout_hours * 3600
     for name, executor in executors.items():
         assert {"resourceCpuRequest", "resourceMemoryRequest"} <= set(executor["container"]["resources"]), name
-        if not name.startswith("exec-train-variant"):
+        if name not in training:
             assert "accelerator" not in executor["container"]["resources"], name
-        env = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][name]
-        assert env["secretAsEnv"][0]["secretName"] == "semivdn-s3"
-        assert {k["envVar"] for k in env["configMapAsEnv"][0]["keyToEnv"]} == {"MLFLOW_TRACKING_URI",
-                                                                              "SEMIVDN_S3_ENDPOINT"}
+        env = cluster[name]
+        assert 0 < int(env["activeDeadlineSeconds"]) <= 72 * 3600, name
+        assert {s["secretName"] for s in env["secretAsEnv"]} == {"semivdn-s3", "semivdn-mlflow-client"}
+        assert {k["envVar"] for k in env["configMapAsEnv"][0]["keyToEnv"]} == {
+            "MLFLOW_TRACKING_URI", "SEMIVDN_S3_ENDPOINT", "MLFLOW_S3_ENDPOINT_URL"}
+        assert env["fieldPathAsEnv"] == [{"name": "SEMIVDN_KFP_RUN_ID",
+                                          "fieldPath": "metadata.labels['pipeline/runid']"}]
+        shm = [m for m in env.get("emptyDirMounts", []) if m["mountPath"] == "/dev/shm"]
+        data_loading = name in training or name.startswith("exec-evaluate-model")
+        assert [m.get("medium") for m in shm] == (["Memory"] if data_loading else []), name
+    args = [a for e in executors.values() for a in e["container"].get("args", []) + e["container"]["command"]]
+    assert not any("AWS_SECRET" in a or "PASSWORD" in a for a in args), "credentials only from secrets"
 
 
 def _all_tasks(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -159,7 +203,7 @@ def _all_tasks(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from component.get("dag", {}).get("tasks", {}).values()
 
 
-def test_caching_only_for_steps_keyed_on_their_inputs_and_retries_everywhere(
+def test_caching_only_for_steps_keyed_on_their_inputs_and_retries_except_the_sensor(
         compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
     spec, _ = compiled
     steps = [t for t in _all_tasks(spec) if t["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
@@ -169,19 +213,25 @@ def test_caching_only_for_steps_keyed_on_their_inputs_and_retries_everywhere(
         cached = task.get("cachingOptions", {}).get("enableCache", False)
         external_state = component in {"footage-sensor", "ingest-footage", "register-candidate", "promote-candidate"}
         assert cached is not external_state, component
-        assert task["retryPolicy"]["maxRetryCount"] >= 1, component
+        retries = task.get("retryPolicy", {}).get("maxRetryCount", 0)
+        # a missing footage location fails once, clearly; everything else retries transient failures
+        assert (retries == 0) if component == "footage-sensor" else (retries >= 1), component
 
 
-def test_parameters_are_exposed_with_defaults_from_params(compiled: tuple[dict[str, Any], dict[str, Any]],
-                                                          demo_cfg: Config) -> None:
+def test_data_locations_are_required_inputs_and_the_rest_default_from_params(
+        compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
     spec, _ = compiled
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert set(parameters) == PARAMETERS
+    required = {name for name, p in parameters.items() if "defaultValue" not in p and not p.get("isOptional")}
+    assert required == {"raw_uri", "footage_uri"}  # no local path can reach a pod as a default
     assert parameters["variants"]["defaultValue"] == ["M3", "full"]
     assert parameters["baselines"]["defaultValue"] == ["input", "median3"]
     assert parameters["profile"]["defaultValue"] == "demo"
-    assert parameters["footage_uri"]["defaultValue"] == demo_cfg.pipeline.footage_uri
-    assert set(RecurringRunSpec.load(RECURRING_RUN_SPEC).parameters) <= PARAMETERS
+    assert parameters["checkpoint_root"]["defaultValue"] == "/checkpoints"
+    spec_parameters = RecurringRunSpec.load(RECURRING_RUN_SPEC).parameters
+    assert required <= set(spec_parameters) <= PARAMETERS
+    assert all(spec_parameters[name].startswith("s3://") for name in required)
 
 
 def _normalised(spec: dict[str, Any]) -> dict[str, Any]:
@@ -216,13 +266,21 @@ class _Run:
 @dataclass
 class _RecurringRun:
     recurring_run_id: str
+    display_name: str
+
+
+@dataclass
+class _Page:
+    recurring_runs: list[_RecurringRun]
+    next_page_token: str
 
 
 class FakeKfpClient:
-    """Stands in for kfp.Client: records each call and checks the package exists while it is called."""
+    """Stands in for kfp.Client: records each call, keeps recurring runs, checks the package while it is called."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.recurring: dict[str, _RecurringRun] = {}
 
     def _package(self, path: str) -> str:
         spec = next(yaml.safe_load_all(Path(path).read_text()))
@@ -238,40 +296,78 @@ class FakeKfpClient:
 
     def create_recurring_run(self, pipeline_package_path: str, **kwargs: Any) -> _RecurringRun:
         self.calls.append(("recurring", {"pipeline": self._package(pipeline_package_path), **kwargs}))
-        return _RecurringRun("rr-3")
+        run = _RecurringRun(f"rr-{len(self.calls)}", kwargs["job_name"])
+        self.recurring[run.recurring_run_id] = run
+        return run
+
+    def list_recurring_runs(self, page_token: str = "", page_size: int = 10, experiment_id: str | None = None,
+                            namespace: str | None = None, filter: str | None = None) -> _Page:
+        """One run per page, so the caller must follow page tokens."""
+        runs = sorted(self.recurring.values(), key=lambda r: r.recurring_run_id)
+        index = int(page_token or 0)
+        return _Page(runs[index:index + 1], str(index + 1) if index + 1 < len(runs) else "")
+
+    def delete_recurring_run(self, recurring_run_id: str) -> dict[str, Any]:
+        self.calls.append(("delete", {"recurring_run_id": recurring_run_id}))
+        del self.recurring[recurring_run_id]
+        return {}
 
 
-def test_submit_creates_one_run_from_the_compiled_package(demo_cfg: Config) -> None:
+KFP = Connection("http://kfp.example", namespace="team-snow")
+
+
+def test_submit_creates_one_run_in_the_namespace_with_s3_data_inputs(demo_cfg: Config,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(storage.BUCKET_ENV, "lake")
     client = FakeKfpClient()
-    result = submit(demo_cfg, "http://kfp.example", client=client)
+    result = submit(demo_cfg, KFP, run_arguments(demo_cfg), client=client)
     assert result["run_id"] == "run-1"
     [(kind, call)] = client.calls
     assert kind == "run"
     assert call["pipeline"] == "semivdn"
-    assert call["experiment_name"] == demo_cfg.mlflow.experiment
+    assert call["arguments"] == {"raw_uri": "s3://lake/semivdn/raw", "footage_uri": "s3://lake/semivdn/incoming"}
+    assert (call["experiment_name"], call["namespace"]) == (demo_cfg.mlflow.experiment, "team-snow")
     assert call["service_account"] == demo_cfg.pipeline.service_account
     assert call["run_name"].startswith("semivdn-demo-")
 
 
-def test_schedule_creates_the_recurring_run_from_the_spec_file(demo_cfg: Config) -> None:
+def test_a_cluster_run_refuses_local_data_paths(demo_cfg: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(storage.BUCKET_ENV, raising=False)
+    with pytest.raises(ConfigError, match="no data location"):
+        run_arguments(demo_cfg)
+    with pytest.raises(ConfigError, match="s3://"):
+        run_arguments(demo_cfg, raw_uri="data/raw", footage_uri="s3://lake/incoming")
+    assert run_arguments(demo_cfg, "s3://a/raw", "s3://a/in") == {"raw_uri": "s3://a/raw", "footage_uri": "s3://a/in"}
+
+
+def test_schedule_twice_leaves_one_recurring_run_and_replace_recreates_it(demo_cfg: Config) -> None:
     client = FakeKfpClient()
-    result = schedule(demo_cfg, "http://kfp.example", "0 30 2 * * *", client=client)
+    first = schedule(demo_cfg, KFP, "0 30 2 * * *", client=client)
     spec = RecurringRunSpec.load(RECURRING_RUN_SPEC)
-    assert [kind for kind, _ in client.calls] == ["experiment", "recurring"]
-    assert client.calls[0][1] == {"name": spec.experiment, "namespace": spec.namespace}
     call = client.calls[1][1]
+    assert client.calls[0] == ("experiment", {"name": spec.experiment, "namespace": "team-snow"})
     assert call["experiment_id"] == "exp-7"
     assert call["pipeline"] == "semivdn"
     assert (call["job_name"], call["cron_expression"], call["params"]) == (spec.name, "0 30 2 * * *",
                                                                             spec.parameters)
     assert (call["max_concurrency"], call["no_catchup"]) == (1, True)
     assert call["service_account"] == demo_cfg.pipeline.service_account
-    assert result["recurring_run_id"] == "rr-3"
+    assert first["created"] is True
+
+    client.recurring["rr-other"] = _RecurringRun("rr-other", "someone-else")  # another team's schedule
+    again = schedule(demo_cfg, KFP, "0 30 2 * * *", client=client)
+    assert (again["created"], again["recurring_run_id"]) == (False, first["recurring_run_id"])
+    assert sorted(r.display_name for r in client.recurring.values()) == sorted([spec.name, "someone-else"])
+
+    replaced = schedule(demo_cfg, KFP, "0 0 4 * * *", replace=True, client=client)
+    assert replaced["replaced"] == [first["recurring_run_id"]]
+    assert [r.recurring_run_id for r in client.recurring.values() if r.display_name == spec.name] == [
+        replaced["recurring_run_id"]]
 
 
 def test_schedule_rejects_five_field_cron_and_bad_spec_files(demo_cfg: Config, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="six fields"):
-        schedule(demo_cfg, "http://kfp.example", "0 3 * * *", client=FakeKfpClient())
+        schedule(demo_cfg, KFP, "0 3 * * *", client=FakeKfpClient())
     bad = tmp_path / "spec.yaml"
     bad.write_text("name: x\nexperiment: e\ncron: '0 0 3 * * *'\n")
     with pytest.raises(ConfigError, match="unknown key 'cron'"):
@@ -279,6 +375,56 @@ def test_schedule_rejects_five_field_cron_and_bad_spec_files(demo_cfg: Config, t
     bad.write_text("experiment: e\n")
     with pytest.raises(ConfigError, match="name"):
         RecurringRunSpec.load(bad)
+
+
+def test_the_client_authenticates_with_a_token_file_or_a_bearer_token(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import kfp
+    from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr(kfp, "Client", lambda **kwargs: made.append(kwargs))
+    monkeypatch.setenv(TOKEN_ENV, "bearer-123")
+    token = tmp_path / "token"
+    token.write_text("sa-token")
+    Connection("https://kfp.example", "team-snow", str(token)).client()
+    Connection("https://kfp.example", "team-snow").client()
+    monkeypatch.delenv(TOKEN_ENV)
+    Connection("https://kfp.example").client()
+    assert isinstance(made[0].pop("credentials"), ServiceAccountTokenVolumeCredentials)
+    assert made == [{"host": "https://kfp.example", "namespace": "team-snow"},
+                    {"host": "https://kfp.example", "namespace": "team-snow", "existing_token": "bearer-123"},
+                    {"host": "https://kfp.example"}]
+    with pytest.raises(FileNotFoundError, match="token-file"):
+        Connection("https://kfp.example", token_file=str(tmp_path / "missing")).client()
+
+
+def test_a_retried_training_task_resumes_from_its_checkpoint(tiny_data: tuple[Path, Path], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The component trains in CHECKPOINTS/RUN/VARIANT: a second attempt of the same run continues there."""
+    raw, curated = tiny_data
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    tracking = f"sqlite:///{tmp_path / 'mlruns.db'}"
+
+    def attempt(name: str, run_id: str) -> Model:
+        model = Model(uri=str(tmp_path / name / "model"))
+        train_variant("M2", Dataset(uri=str(raw)), Dataset(uri=str(curated)), str(PARAMS), "smoke", tracking,
+                      str(tmp_path / "checkpoints"), run_id, 1, model, Metrics(uri=str(tmp_path / name / "metrics")))
+        return model
+
+    first = attempt("attempt-1", "run-42")
+    state = tmp_path / "checkpoints" / "run-42" / "M2" / "last.ckpt"
+    assert first.metadata["checkpoints"] == str(state.parent)
+    retry = attempt("attempt-2", "run-42")
+    a, b = (load_file(Path(m.path) / "model.safetensors") for m in (first, retry))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name(load_config(PARAMS, "smoke").mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id], "tags.variant = 'M2'")
+    assert len(runs) == 1  # the retry continued the first attempt's MLflow run
+    attempt("other-run", "run-43")  # another pipeline run starts its own checkpoints
+    assert (tmp_path / "checkpoints" / "run-43" / "M2" / "last.ckpt").is_file()
 
 
 # --- the whole DAG on this machine ------------------------------------------------------------------------------

@@ -49,7 +49,9 @@ def main() -> None:
     variant = parser.parse_args().variant
     header = [f"# The {variant} image's Python packages: `make lock` regenerates this file (infra/docker/lock.py)",
               f"# from pyproject.toml and infra/docker/{variant}.in. Do not edit by hand."]
-    (HERE / f"requirements-{variant}.lock").write_text("\n".join([*header, *lock_lines(resolve(variant))]) + "\n")
+    sources = [line for line in (HERE / f"{variant}.in").read_text().splitlines() if line.startswith("--")]
+    lines = [*header, *sources, *lock_lines(resolve(variant))]
+    (HERE / f"requirements-{variant}.lock").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
