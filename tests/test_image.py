@@ -90,7 +90,7 @@ def test_dag_runs_in_containers_of_the_image_to_a_promoted_champion(
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
     cfg = load_config(params, "smoke")
-    make_dataset(cfg, tmp_path / "raw")
+    make_dataset(cfg, tmp_path / "raw", tmp_path / "real_truth")
     storage.upload_dir(tmp_path / "raw", f"s3://{BUCKET}/semivdn/raw", s3_endpoint)
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     experiment_id = client.create_experiment(cfg.mlflow.experiment)  # as infra/k8s's bootstrap Job does
