@@ -427,6 +427,35 @@ def test_a_retried_training_task_resumes_from_its_checkpoint(tiny_data: tuple[Pa
     assert (tmp_path / "checkpoints" / "run-43" / "M2" / "last.ckpt").is_file()
 
 
+def test_training_component_launches_ddp_with_torchrun_two_cpu_processes(tiny_data: tuple[Path, Path],
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """processes=2 (one per GPU on a node): two gloo workers of batch B equal one process of batch 2B."""
+    raw, curated = tiny_data
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    settings = yaml.safe_load(PARAMS.read_text())
+    smoke = settings["profiles"]["smoke"]["train"]
+    smoke.update(iters=3, val_every=100, image_every=100, checkpoint_every=100)
+    double = tmp_path / "double.yaml"
+    double.write_text(yaml.safe_dump({**settings, "profiles": {"smoke": {
+        **settings["profiles"]["smoke"], "train": {**smoke, "batch_size": 2 * smoke["batch_size"]}}}}))
+    single = tmp_path / "single.yaml"
+    single.write_text(yaml.safe_dump(settings))
+
+    def train(params: Path, processes: int) -> dict[str, torch.Tensor]:
+        model = Model(uri=str(tmp_path / f"model-{processes}"))
+        train_variant("M2", Dataset(uri=str(raw)), Dataset(uri=str(curated)), str(params), "smoke",
+                      f"sqlite:///{tmp_path / 'mlruns.db'}", str(tmp_path / "checkpoints"), f"run-{processes}",
+                      processes, model, Metrics(uri=str(tmp_path / f"metrics-{processes}")))
+        return load_file(Path(model.path) / "model.safetensors")
+
+    one, two = train(double, 1), train(single, 2)
+    assert one.keys() == two.keys()
+    for key in one:
+        assert torch.allclose(one[key], two[key], atol=1e-5, rtol=1e-4), key
+
+
 # --- the whole DAG on this machine ------------------------------------------------------------------------------
 
 
