@@ -60,7 +60,9 @@ class StepPolicy:
     """Kubernetes requests, a deadline, retries on transient failure, and whether a cached result may be reused.
 
     Steps that read mutable external state (the footage location, the registry)
-    never use the cache: their inputs are URIs whose content changes. ``shm``
+    never use the cache: their inputs are URIs whose content changes. Ingestion
+    does, keyed on the sensor's data fingerprint (the content behind those URIs),
+    so an unchanged rerun reuses ingestion, curation and training. ``shm``
     sizes the in-memory /dev/shm that PyTorch DataLoader workers share tensors
     through (a pod's default is 64 MiB).
     """
@@ -77,7 +79,7 @@ class StepPolicy:
 # The sensor does not retry: a missing footage location is one clear failure, not three.
 SENSOR = StepPolicy(cpu="500m", memory="2Gi", cache=False, retries=0, timeout_s=HOUR // 4)
 LIGHT = StepPolicy(cpu="500m", memory="2Gi", cache=False, retries=3, timeout_s=HOUR // 4)
-DATA = StepPolicy(cpu="2", memory="8Gi", cache=False, retries=3, timeout_s=2 * HOUR)
+DATA = StepPolicy(cpu="2", memory="8Gi", cache=True, retries=3, timeout_s=2 * HOUR)  # keyed on data content
 CURATE = StepPolicy(cpu="2", memory="8Gi", cache=True, retries=1, timeout_s=2 * HOUR)
 EVALUATE = StepPolicy(cpu="4", memory="16Gi", cache=True, retries=1, timeout_s=6 * HOUR, shm="2Gi")
 REPORT = StepPolicy(cpu="1", memory="4Gi", cache=True, retries=1, timeout_s=HOUR // 2)
@@ -167,11 +169,14 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
                          baselines: list[str] = BASELINES) -> None:
         config = {"params_file": params_file, "profile": profile}
         tracked = {**config, "mlflow_tracking_uri": mlflow_tracking_uri}
-        sensor = apply(steps.footage_sensor(footage_uri=footage_uri, **tracked), SENSOR, "check for new footage")
+        sensor = apply(steps.footage_sensor(footage_uri=footage_uri, raw_uri=raw_uri, **tracked), SENSOR,
+                       "check for new footage")
+        action = sensor.outputs["action"]
 
-        with dsl.If(sensor.output != "skip", name="new-footage"):
-            ingest = apply(steps.ingest_footage(raw_uri=raw_uri, footage_uri=footage_uri, **config), DATA,
-                           "ingest footage into the raw data")
+        with dsl.If(action != "skip", name="new-footage"):
+            ingest = apply(steps.ingest_footage(raw_uri=raw_uri, footage_uri=footage_uri,
+                                                data_fingerprint=sensor.outputs["data_fingerprint"], **config),
+                           DATA, "ingest footage into the raw data")
             curate = apply(steps.curate_data(raw=ingest.outputs["raw"], **config), CURATE,
                            "curate: validate and quarantine clips")
             data = {"raw": ingest.outputs["raw"], "curated": curate.outputs["curated"], **tracked}
@@ -204,7 +209,7 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
                       "promotion gate: candidate vs champion")
                 return register
 
-            with dsl.If(sensor.output == "sweep", name="ablation-sweep"):
+            with dsl.If(action == "sweep", name="ablation-sweep"):
                 with dsl.ParallelFor(baselines, name="baselines") as baseline:
                     baseline_eval = evaluate(baseline, "evaluate a baseline (one per iteration)", baseline=baseline)
                 m1 = train(SUPERVISED_BASELINE, f"train {SUPERVISED_BASELINE} (supervised baseline)")

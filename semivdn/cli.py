@@ -68,6 +68,13 @@ def _footage_check(args: argparse.Namespace, cfg: Config) -> Any:
     return decide(cfg, args.footage or cfg.paths.footage)
 
 
+def _footage_fingerprint(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn import storage
+    from semivdn.footage import data_fingerprint
+
+    return {"data_fingerprint": data_fingerprint(args.raw, args.footage, storage.endpoint_url(cfg))}
+
+
 def _footage_stage(args: argparse.Namespace, cfg: Config) -> Any:
     from semivdn.footage import stage_footage
 
@@ -174,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     chk = command("check", _footage_check, "sweep, retrain or skip: has the footage changed since the champion?",
                   footage_commands)
     chk.add_argument("--footage", help="footage folder or s3:// (default: paths.footage)")
+    fpr = command("fingerprint", _footage_fingerprint, "content hash of the raw data and the footage (a pipeline "
+                  "run's cache key)", footage_commands)
+    fpr.add_argument("--raw", required=True, help="raw data: folder or s3://")
+    fpr.add_argument("--footage", required=True, help="footage: folder or s3://")
     stg = command("stage", _footage_stage, "copy the raw data plus the footage into one folder (a pipeline step)",
                   footage_commands)
     stg.add_argument("--raw", required=True, help="raw data: folder or s3://")

@@ -106,8 +106,22 @@ def fingerprint(uri: str | Path, endpoint: str | None = None) -> str:
     Content is streamed in chunks (S3 objects are never held in memory), so a
     renamed, resized or re-encoded clip changes the fingerprint and a touched one does not.
     """
+    return _content_digest(uri, footage_files(uri, endpoint), endpoint)
+
+
+def data_fingerprint(raw_uri: str | Path, footage_uri: str | Path, endpoint: str | None = None) -> str:
+    """The content identity of one pipeline run's inputs: every raw data file and the footage.
+
+    Kubeflow's cache keys on a step's inputs; with this as an input of ingestion, an
+    unchanged rerun reuses ingestion and, through its artifact, curation and training.
+    """
+    raw = _content_digest(raw_uri, storage.list_files(raw_uri, endpoint), endpoint)
+    return hashlib.sha256(f"raw\t{raw}\nfootage\t{fingerprint(footage_uri, endpoint)}\n".encode()).hexdigest()
+
+
+def _content_digest(uri: str | Path, files: list[storage.StoredFile], endpoint: str | None) -> str:
     digest = hashlib.sha256()
-    for item in footage_files(uri, endpoint):
+    for item in files:
         content = hashlib.sha256()
         for chunk in storage.read_chunks(uri, item.name, endpoint):
             content.update(chunk)

@@ -22,6 +22,7 @@ from semivdn.data.video import FrameWriter
 from semivdn.footage import (
     add_footage,
     champion_version,
+    data_fingerprint,
     decide,
     fingerprint,
     footage_files,
@@ -97,6 +98,16 @@ def test_fingerprint_is_a_content_hash_over_names_sizes_and_bytes(tmp_path: Path
     expected = hashlib.sha256("".join(f"{name}\t{len(content)}\t{hashlib.sha256(content).hexdigest()}\n"
                                       for name, content in sorted(files.items())).encode()).hexdigest()
     assert first == expected
+
+
+def test_data_fingerprint_changes_with_any_raw_byte_or_the_footage(tmp_path: Path) -> None:
+    """The pipeline's cache key for ingestion: the same content gives the same key wherever it lives."""
+    raw = {"paired/train/snowy/c/00000.png": b"s0", "manifest.json": b"{}"}
+    footage = {"site.mp4": b"vvvv"}
+    key = data_fingerprint(_write(tmp_path / "raw", raw), _write(tmp_path / "in", footage))
+    assert key == data_fingerprint(_write(tmp_path / "raw2", raw), _write(tmp_path / "in2", footage))
+    assert key != data_fingerprint(_write(tmp_path / "raw3", {**raw, "manifest.json": b"[]"}), tmp_path / "in")
+    assert key != data_fingerprint(tmp_path / "raw", _write(tmp_path / "in3", {"site.mp4": b"vvvw"}))
 
 
 def test_fingerprint_counts_only_clip_files_and_says_what_it_left_out(tmp_path: Path,

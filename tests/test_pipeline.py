@@ -129,14 +129,14 @@ def test_dag_edges_follow_the_sensor_curate_train_evaluate_report_register_promo
     root = _tasks(spec, spec["root"])
     new_footage = root["new-footage"]
     assert new_footage.depends_on == ["check for new footage"]
-    assert new_footage.condition == "inputs.parameter_values['pipelinechannel--footage-sensor-Output'] != 'skip'"
+    assert new_footage.condition == "inputs.parameter_values['pipelinechannel--footage-sensor-action'] != 'skip'"
     inner = new_footage.children
     curate, ingest = "curate: validate and quarantine clips", "ingest footage into the raw data"
     assert inner[curate].depends_on == [ingest]
     branches = next(t for t in inner.values() if t.children and not t.condition)
     assert branches.depends_on == sorted([curate, ingest])
 
-    sweep_condition = "inputs.parameter_values['pipelinechannel--footage-sensor-Output'] == 'sweep'"
+    sweep_condition = "inputs.parameter_values['pipelinechannel--footage-sensor-action'] == 'sweep'"
     assert branches.children["ablation-sweep"].condition == sweep_condition
     assert branches.children["retrain-from-champion"].condition == f"!({sweep_condition})"
     sweep = branches.children["ablation-sweep"].children
@@ -206,12 +206,16 @@ def _all_tasks(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def test_caching_only_for_steps_keyed_on_their_inputs_and_retries_except_the_sensor(
         compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
     spec, _ = compiled
+    # ingestion's cache key includes the content fingerprint of the data, computed fresh by the sensor
+    [ingest] = [t for t in _all_tasks(spec) if t["componentRef"]["name"] == "comp-ingest-footage"]
+    assert ingest["inputs"]["parameters"]["data_fingerprint"] == {
+        "componentInputParameter": "pipelinechannel--footage-sensor-data_fingerprint"}
     steps = [t for t in _all_tasks(spec) if t["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
              in STEPS]
     for task in steps:
         component = task["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
         cached = task.get("cachingOptions", {}).get("enableCache", False)
-        external_state = component in {"footage-sensor", "ingest-footage", "register-candidate", "promote-candidate"}
+        external_state = component in {"footage-sensor", "register-candidate", "promote-candidate"}
         assert cached is not external_state, component
         retries = task.get("retryPolicy", {}).get("maxRetryCount", 0)
         # a missing footage location fails once, clearly; everything else retries transient failures
