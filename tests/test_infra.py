@@ -62,10 +62,10 @@ def test_dockerfile_runs_as_non_root_from_locked_dependencies_with_lineage_label
 
 @pytest.mark.parametrize("variant", ["cpu", "cuda"])
 def test_lock_file_pins_every_dependency_with_a_hash_and_satisfies_pyproject(variant: str) -> None:
-    """`make lock` output: each project requirement is pinned to a version its specifier allows."""
+    """`make image-lock` output: each project requirement is pinned to a version its specifier allows."""
     lock = DOCKER / f"requirements-{variant}.lock"
     if not lock.is_file():
-        pytest.skip(f"{lock.name} not generated: `make lock` needs the indexes of {variant}.in")
+        pytest.skip(f"{lock.name} not generated: `make image-lock` needs the indexes of {variant}.in")
     lines = [line for line in lock.read_text().splitlines() if line and not line.startswith(("#", "--"))]
     pins = {}
     for line in lines:
@@ -78,8 +78,8 @@ def test_lock_file_pins_every_dependency_with_a_hash_and_satisfies_pyproject(var
     for spec in [*project, *filter(None, extra)]:
         requirement = Requirement(spec)
         name = canonicalize_name(requirement.name)
-        assert name in pins, f"{name} is not locked: run `make lock`"
-        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name} {pins[name]}: run `make lock`"
+        assert name in pins, f"{name} is not locked: run `make image-lock`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name} {pins[name]}: `make image-lock`"
     assert ("+cpu" in str(pins["torch"])) is (variant == "cpu")
 
 

@@ -1,6 +1,6 @@
 """Regenerate ``requirements-<variant>.lock``: the image's every transitive dependency, pinned with its hash.
 
-``make lock`` runs this with the project's Python (3.11 on Linux x86-64, the image's).
+``make image-lock`` runs this with the project's Python (3.11 on Linux x86-64, the image's).
 pip resolves the project plus ``<variant>.in`` without installing anything, and
 its installation report becomes a requirements file that the Dockerfile installs
 with ``--require-hashes --no-deps``: nothing floats between two builds.
@@ -47,8 +47,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variant", choices=["cpu", "cuda"])
     variant = parser.parse_args().variant
-    header = [f"# The {variant} image's Python packages: `make lock` regenerates this file (infra/docker/lock.py)",
-              f"# from pyproject.toml and infra/docker/{variant}.in. Do not edit by hand."]
+    header = [f"# The {variant} image's Python packages: `make image-lock` regenerates this file",
+              f"# (infra/docker/lock.py) from pyproject.toml and infra/docker/{variant}.in. Do not edit by hand."]
     sources = [line for line in (HERE / f"{variant}.in").read_text().splitlines() if line.startswith("--")]
     lines = [*header, *sources, *lock_lines(resolve(variant))]
     (HERE / f"requirements-{variant}.lock").write_text("\n".join(lines) + "\n")
