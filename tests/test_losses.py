@@ -30,10 +30,11 @@ from semivdn.losses import (
     dcr_loss,
     feature_augment,
     fit_gmm,
-    gmm_kl,
+    kl_divergences,
     load_perceptual_backbone,
     ramp_up,
 )
+from semivdn.losses.dcr import gmm_from_state, gmm_state
 from semivdn.weights import CorruptWeightsError, MissingWeightsError
 
 VGG_FILE = "vgg16-397923af.pth"
@@ -179,22 +180,41 @@ def _mixture_maps(count: int, seed: int, shift: float = 0.0, scale: float = 1.0)
     return torch.from_numpy(points).float().transpose(1, 2).reshape(count, 4, 16, 16)
 
 
-def test_gmm_kl_zero_for_itself_positive_otherwise() -> None:
+def test_kl_divergences_zero_for_itself_positive_otherwise() -> None:
     rng = np.random.default_rng(0)
     p = fit_gmm(rng.standard_normal((600, 3)), k=3)
     q = fit_gmm(rng.standard_normal((600, 3)) + 1.0, k=3)
-    assert gmm_kl(p, p) == 0.0
-    assert gmm_kl(p, q) > 0.3
-    assert gmm_kl(p, q, seed=1) == pytest.approx(gmm_kl(p, q, seed=1))  # seeded
+    same, other = kl_divergences(p, [p, q])
+    assert same == 0.0
+    assert other > 0.3
+    assert kl_divergences(p, [q], seed=1) == kl_divergences(p, [q], seed=1)  # seeded
 
 
-def test_gmm_kl_matches_closed_form_for_single_gaussians() -> None:
+def test_kl_divergences_match_closed_form_for_single_gaussians() -> None:
     rng = np.random.default_rng(3)
     p = fit_gmm(rng.standard_normal((4000, 2)), k=1)
     q = fit_gmm(rng.standard_normal((4000, 2)) * 1.5 + 0.7, k=1)
     mean_p, var_p, mean_q, var_q = p.means_[0], p.covariances_[0], q.means_[0], q.covariances_[0]
     exact = 0.5 * np.sum(np.log(var_q / var_p) + (var_p + (mean_p - mean_q) ** 2) / var_q - 1.0)
-    assert gmm_kl(p, q, samples=20_000) == pytest.approx(exact, rel=0.05)
+    assert kl_divergences(p, [q], samples=20_000)[0] == pytest.approx(exact, rel=0.05)
+
+
+def test_warm_started_fit_converges_fast_to_the_same_mixture() -> None:
+    maps = _mixture_maps(2, seed=0)
+    samples = SnowDescriptor()(maps)
+    cold = fit_gmm(samples, k=3)
+    drifted = samples + 0.01 * np.random.default_rng(1).standard_normal(samples.shape)
+    warm = fit_gmm(drifted, k=3, start=cold)
+    assert warm.n_iter_ < cold.n_iter_
+    assert np.allclose(np.sort(warm.means_, axis=0), np.sort(cold.means_, axis=0), atol=0.05)
+    assert fit_gmm(samples[:, :2], k=3, start=cold).means_.shape == (3, 2)  # other dims: a cold start
+
+
+def test_gmm_state_round_trip_scores_identically() -> None:
+    gmm = fit_gmm(np.random.default_rng(2).standard_normal((300, 4)), k=3)
+    restored = gmm_from_state(gmm_state(gmm))
+    x = np.random.default_rng(3).standard_normal((50, 4))
+    assert np.allclose(restored.score_samples(x), gmm.score_samples(x))
 
 
 def test_snow_bank_selects_candidate_from_the_real_distribution() -> None:
@@ -206,7 +226,11 @@ def test_snow_bank_selects_candidate_from_the_real_distribution() -> None:
     bank.add(torch.cat([_mixture_maps(1, seed=3, scale=2.5), same, _mixture_maps(1, seed=4, shift=-1.0)]))
     divergences = bank.divergences(real_gmm)
     assert int(np.argmin(divergences)) == 2
-    assert torch.equal(bank.select_ultra_positive(real_gmm), same[0])
+    ultra, divergence = bank.closest(real_gmm)
+    assert torch.equal(ultra, same[0]) and divergence == min(divergences)
+    restored = SnowBank(capacity=8, components=3, descriptor=descriptor)
+    restored.load(bank.state())
+    assert restored.divergences(real_gmm) == divergences  # resume needs no refit
 
 
 def test_snow_bank_is_fifo_and_rejects_bad_input() -> None:

@@ -7,7 +7,7 @@ from semivdn.losses.composite import (
     load_perceptual_backbone,
     ramp_up,
 )
-from semivdn.losses.dcr import DCR, SnowBank, SnowDescriptor, dcr_loss, feature_augment, fit_gmm, gmm_kl
+from semivdn.losses.dcr import DCR, SnowBank, SnowDescriptor, dcr_loss, feature_augment, fit_gmm, kl_divergences
 from semivdn.losses.frequency import FocalFrequencyLoss
 from semivdn.losses.perceptual import PerceptualContrastiveLoss, PerceptualLoss, VGGFeatures
 from semivdn.losses.pixel import CharbonnierLoss
@@ -31,7 +31,7 @@ __all__ = [
     "dcr_loss",
     "feature_augment",
     "fit_gmm",
-    "gmm_kl",
+    "kl_divergences",
     "load_perceptual_backbone",
     "ramp_up",
 ]
