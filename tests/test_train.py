@@ -73,8 +73,8 @@ def test_m2_then_full_track_to_mlflow(tiny_data: tuple[Path, Path], tmp_path: Pa
     assert curve[0].startswith("step,loss") and len(curve) > 2
 
 
-def _train_cmd(params: Path, out: Path, raw: Path, curated: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "semivdn.cli", "train", "--params", str(params), "--variant", "full",
+def _train_cmd(params: Path, out: Path, raw: Path, curated: Path, *extra: str, variant: str = "full") -> list[str]:
+    return [sys.executable, "-m", "semivdn.cli", "train", "--params", str(params), "--variant", variant,
             "--raw", str(raw), "--curated", str(curated), "--out", str(out), *extra]
 
 
@@ -112,22 +112,47 @@ def test_torn_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         load_state(tmp_path / STATE_FILE)
 
 
+def _ddp_cmd(params: Path, out: Path, raw: Path, curated: Path, variant: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+            "semivdn.cli", "train", "--params", str(params), "--variant", variant, "--raw", str(raw),
+            "--curated", str(curated), "--out", str(out), "--init", "none", *extra]
+
+
 def test_ddp_gloo_two_processes_equal_one_with_double_batch(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
     raw, curated = tiny_data
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}", "OMP_NUM_THREADS": "1"}
     train = {"iters": 3, "val_every": 100, "image_every": 100, "checkpoint_every": 100}
     single = write_params(tmp_path / "single.yaml", train={**train, "batch_size": 4})
     double = write_params(tmp_path / "ddp.yaml", train={**train, "batch_size": 2})
-
-    def cmd(params: Path, out: str) -> list[str]:
-        return ["semivdn.cli", "train", "--params", str(params), "--variant", "M2", "--raw", str(raw),
-                "--curated", str(curated), "--out", str(tmp_path / out)]
-
-    subprocess.run([sys.executable, "-m", *cmd(single, "one")], env=env, check=True, cwd=tmp_path,
+    subprocess.run(_train_cmd(single, tmp_path / "one", raw, curated, "--init", "none", variant="M2"), env=env,
+                   check=True, cwd=tmp_path, capture_output=True)
+    subprocess.run(_ddp_cmd(double, tmp_path / "two", raw, curated, "M2"), env=env, check=True, cwd=tmp_path,
                    capture_output=True)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                    *cmd(double, "two")], env=env, check=True, cwd=tmp_path, capture_output=True)
     a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
+
+
+@pytest.mark.slow
+def test_ddp_resume_after_sigkill_equals_uninterrupted_ddp_run(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    """Rank 0's checkpoint holds every rank's state (one global DCR bank), so a DDP resume is exact."""
+    raw, curated = tiny_data
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}", "OMP_NUM_THREADS": "1"}
+    params = write_params(tmp_path / "params.yaml", train={"iters": 5, "batch_size": 1, "checkpoint_every": 2,
+                                                           "val_every": 100, "image_every": 100})
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_ddp_cmd(params, straight, raw, curated, "full"), env=env, check=True, cwd=tmp_path,
+                   capture_output=True)
+    process = subprocess.Popen(_ddp_cmd(params, killed, raw, curated, "full"), env=env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (killed / STATE_FILE).exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.002)
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher and both ranks
+    process.wait()
+    assert 0 < load_state(killed / STATE_FILE)["iteration"] < 5, "training finished before it could be killed"
+    subprocess.run(_ddp_cmd(params, killed, raw, curated, "full", "--resume"), env=env, check=True, cwd=tmp_path,
+                   capture_output=True)
+    a, b = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
