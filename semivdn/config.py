@@ -142,6 +142,31 @@ class RealSnowParams:
 
 
 @dataclass(frozen=True)
+class SnowRandomization:
+    """Domain randomization of the paired snow, per clip (semivdn.data.synth.randomize_snow).
+
+    Each clip draws its own snow style around ``snow``: density scaled by a log-uniform factor
+    in ``density_scale``, flake size and fall speed scaled by ``size_scale``/``speed_scale``,
+    streak, bokeh and clump shares, gusts and haze drawn anew; ``no_haze_fraction`` of clips
+    have no haze, ``clean_fraction`` neither snow nor haze (the input is the truth: the model
+    learns to leave clean footage alone). All zero/one: every clip uses ``snow`` as is.
+    """
+
+    clean_fraction: float = 0.0
+    no_haze_fraction: float = 0.0
+    density_scale: tuple[float, float] = (1.0, 1.0)
+    size_scale: tuple[float, float] = (1.0, 1.0)
+    speed_scale: tuple[float, float] = (1.0, 1.0)
+    vary_style: bool = False  # draw streak/bokeh shares, clump aspect, gusts and haze per clip
+
+    def __post_init__(self) -> None:
+        for name in ("clean_fraction", "no_haze_fraction"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"paired_randomization.{name}", "must lie in [0, 1]")
+        for name in ("density_scale", "size_scale", "speed_scale"):
+            _check_range(getattr(self, name), f"paired_randomization.{name}", 1e-6)
+
+
+@dataclass(frozen=True)
 class Data:
     frames_per_clip: int = 3
     crop: int = 64
@@ -233,6 +258,7 @@ class Loss:
 class Train:
     iters: int = 1200
     batch_size: int = 4
+    real_batch_size: int | None = None  # unlabelled clips per step (mean teacher); null: batch_size
     lr: float = 4e-4
     weight_decay: float = 1e-4
     poly_power: float = 0.9
@@ -250,6 +276,8 @@ class Train:
     def __post_init__(self) -> None:
         for name in ("iters", "batch_size", "checkpoint_every", "log_every", "val_every", "image_every"):
             _require(getattr(self, name) >= 1, f"train.{name}", "must be >= 1")
+        _require(self.real_batch_size is None or self.real_batch_size >= 1, "train.real_batch_size",
+                 "must be >= 1 or null")
         _require(self.lr > 0, "train.lr", "must be > 0")
         _require(0.0 <= self.ema < 1.0, "train.ema", "must lie in [0, 1)")
         _require(self.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 disables clipping)")
@@ -349,6 +377,7 @@ class Config:
     paths: Paths = field(default_factory=Paths)
     make_data: MakeData = field(default_factory=MakeData)
     snow: SnowParams = field(default_factory=SnowParams)
+    paired_randomization: SnowRandomization = field(default_factory=SnowRandomization)
     real_snow: RealSnowParams = field(default_factory=RealSnowParams)
     data: Data = field(default_factory=Data)
     curate: Curate = field(default_factory=Curate)

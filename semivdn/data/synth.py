@@ -16,11 +16,12 @@ slightly blue-grey colour field. All randomness comes from one numpy Generator.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from semivdn.config import SnowParams
+from semivdn.config import SnowParams, SnowRandomization
 
 LAYER_BANDS = ((0.0, 0.34), (0.34, 0.67), (0.67, 1.0))  # depth bands of the far, mid and near layers
 LAYER_SHARES = (0.5, 0.32, 0.18)  # far flakes are the most numerous
@@ -75,6 +76,35 @@ def synthesize_snow(clean: np.ndarray, params: SnowParams, seed: int | np.random
     np.clip(snowy, 0.0, 1.0, out=snowy)
     return SnowyClip(snowy=snowy, clean=clean, snow=(snowy - hazy).astype(np.float32),
                      transmission=transmission, airlight=np.ascontiguousarray(airlight))
+
+
+def randomize_snow(base: SnowParams, spread: SnowRandomization, rng: np.random.Generator) -> SnowParams | None:
+    """One clip's snow style drawn around ``base`` (domain randomization); None: the clip stays clean.
+
+    A network trained on one snow style learns that style; drawn per clip, density spans light
+    flurries to blizzards, flakes big or small, slow or fast, round or clumped, straight or
+    gusty, with or without haze, so the model meets snow it was not tuned on without surprise.
+    """
+    if rng.random() < spread.clean_fraction:
+        return None
+
+    def scaled(pair: tuple[float, float], factor: float) -> tuple[float, float]:
+        return pair[0] * factor, pair[1] * factor
+
+    low, high = np.log(spread.density_scale)
+    params = dataclasses.replace(
+        base, flakes_per_megapixel=base.flakes_per_megapixel * float(np.exp(rng.uniform(low, high))),
+        size_range=scaled(base.size_range, rng.uniform(*spread.size_scale)),
+        speed_range=scaled(base.speed_range, rng.uniform(*spread.speed_scale)))
+    if spread.vary_style:
+        far_haze = float(rng.uniform(base.haze_range[0], 1.0))
+        params = dataclasses.replace(
+            params, streak_fraction=float(rng.uniform(0.0, 0.8)), bokeh_fraction=float(rng.uniform(0.0, 0.15)),
+            aspect_range=(1.0, float(rng.uniform(1.0, 2.5))), gust=float(rng.uniform(0.0, 0.8)),
+            wind_range=scaled(base.wind_range, rng.uniform(0.3, 2.0)), haze_range=(far_haze, far_haze))
+    if rng.random() < spread.no_haze_fraction:
+        params = dataclasses.replace(params, haze_range=(1.0, 1.0))
+    return params
 
 
 def _check_clip(clean: np.ndarray) -> None:
