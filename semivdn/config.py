@@ -64,8 +64,10 @@ class MakeData:
     real_test_clips: int = 12
     fps: int = 12
     real_format: Literal["mp4", "png"] = "mp4"
+    procedural_scenes: int = 0  # painted scenes (semivdn.data.procedural) joining the paired train split's photos
 
     def __post_init__(self) -> None:
+        _require(self.procedural_scenes >= 0, "make_data.procedural_scenes", "must be >= 0")
         for name in ("height", "width"):
             _require(getattr(self, name) >= 32, f"make_data.{name}", "must be at least 32 pixels")
         for name in ("frames", "train_clips", "val_clips", "test_clips", "real_train_clips", "real_val_clips",
@@ -148,11 +150,11 @@ class SnowRandomization:
     Each clip draws its own snow style around ``snow``: density scaled by a log-uniform factor
     in ``density_scale``, flake size and fall speed scaled by ``size_scale``/``speed_scale``,
     streak, bokeh and clump shares, gusts and haze drawn anew; ``no_haze_fraction`` of clips
-    have no haze, ``clean_fraction`` neither snow nor haze (the input is the truth: the model
-    learns to leave clean footage alone). All zero/one: every clip uses ``snow`` as is.
+    have no haze. All ones and zeros: every clip uses ``snow`` as is. (Snow-free pairs come
+    from ``data.identity_fraction`` at training time instead: curation rightly rejects a
+    paired clip whose input equals its truth.)
     """
 
-    clean_fraction: float = 0.0
     no_haze_fraction: float = 0.0
     density_scale: tuple[float, float] = (1.0, 1.0)
     size_scale: tuple[float, float] = (1.0, 1.0)
@@ -160,8 +162,7 @@ class SnowRandomization:
     vary_style: bool = False  # draw streak/bokeh shares, clump aspect, gusts and haze per clip
 
     def __post_init__(self) -> None:
-        for name in ("clean_fraction", "no_haze_fraction"):
-            _require(0.0 <= getattr(self, name) <= 1.0, f"paired_randomization.{name}", "must lie in [0, 1]")
+        _require(0.0 <= self.no_haze_fraction <= 1.0, "paired_randomization.no_haze_fraction", "must lie in [0, 1]")
         for name in ("density_scale", "size_scale", "speed_scale"):
             _check_range(getattr(self, name), f"paired_randomization.{name}", 1e-6)
 
@@ -172,6 +173,7 @@ class Data:
     crop: int = 64
     flip: bool = True
     permute_colors: bool = True
+    identity_fraction: float = 0.0  # paired windows whose input is their clean truth: learn to leave clean frames be
     workers: int = 0
     snowy_dirs: tuple[str, ...] = ("snowy", "Snow", "snow", "input")
     clean_dirs: tuple[str, ...] = ("clean", "GT", "gt", "Clean", "target")
@@ -181,6 +183,7 @@ class Data:
                  f"must be a positive odd number (centre frame), got {self.frames_per_clip}")
         _require(self.crop >= 16, "data.crop", "must be at least 16")
         _require(self.workers >= 0, "data.workers", "must be >= 0")
+        _require(0.0 <= self.identity_fraction < 1.0, "data.identity_fraction", "must lie in [0, 1)")
 
 
 @dataclass(frozen=True)

@@ -102,10 +102,12 @@ class WindowDataset(Dataset):
 
     With ``paired=True`` items are ``{"snowy", "clean"}``, else ``{"snowy"}``,
     each (N_f, 3, crop, crop). ``crop=None`` returns full frames (evaluation).
+    ``identity_fraction`` of paired items show the clean window as their input too, so the
+    network learns that snow-free footage must come out unchanged (do no harm).
     """
 
     def __init__(self, clips: Sequence[ClipRef], n_frames: int, crop: int | None, flip: bool, paired: bool,
-                 permute_colors: bool = False) -> None:
+                 permute_colors: bool = False, identity_fraction: float = 0.0) -> None:
         if not clips:
             raise ValueError("no clips: the curated manifest has none for this source and split")
         self.clips = list(clips)
@@ -114,6 +116,7 @@ class WindowDataset(Dataset):
         self.flip = flip
         self.permute_colors = permute_colors
         self.paired = paired
+        self.identity_fraction = identity_fraction
         for clip in self.clips:
             if clip.frames < n_frames:
                 raise ValueError(f"{clip.clip_id}: {clip.frames} frames, fewer than N_f = {n_frames}")
@@ -128,13 +131,16 @@ class WindowDataset(Dataset):
         index, aug_seed = key
         clip_index, start = self.windows[index]
         clip = self.clips[clip_index]
-        tensors = [read_frames(clip.snowy, start, self.n_frames)]
+        rng = np.random.default_rng(aug_seed)
+        identity = self.paired and self.identity_fraction > 0 and rng.random() < self.identity_fraction
         if self.paired:
             assert clip.clean is not None
-            tensors.append(read_frames(clip.clean, start, self.n_frames))
+            clean = read_frames(clip.clean, start, self.n_frames)
+            tensors = [clean, clean] if identity else [read_frames(clip.snowy, start, self.n_frames), clean]
+        else:
+            tensors = [read_frames(clip.snowy, start, self.n_frames)]
         if self.crop is not None:
-            tensors = _crop_and_flip(tensors, self.crop, self.flip, np.random.default_rng(aug_seed),
-                                     self.permute_colors)
+            tensors = _crop_and_flip(tensors, self.crop, self.flip, rng, self.permute_colors)
         item = {"snowy": tensors[0]}
         if self.paired:
             item["clean"] = tensors[1]

@@ -33,9 +33,10 @@ import torch
 from tqdm import tqdm
 
 from semivdn.config import Config
+from semivdn.data.procedural import KINDS, procedural_names
 from semivdn.data.realsnow import film_snow
 from semivdn.data.scenes import SPLIT_SCENES, render_clean_clip
-from semivdn.data.synth import synthesize_snow
+from semivdn.data.synth import randomize_snow, synthesize_snow
 from semivdn.data.video import FrameWriter, psnr_db, to_rgb8
 from semivdn.eval.baselines import temporal_median3
 
@@ -116,6 +117,8 @@ def _jobs(cfg: Config) -> list[_ClipJob]:
     for set_name in SETS:
         for split, count in split_counts(cfg, set_name).items():
             scenes = SPLIT_SCENES[set_name][split]
+            if (set_name, split) == ("paired", "train"):
+                scenes += procedural_names(KINDS, 0, cfg.make_data.procedural_scenes)
             jobs += [_ClipJob(set_name, split, i, scenes[i % len(scenes)]) for i in range(count)]
     return jobs
 
@@ -127,7 +130,9 @@ def _write_clip(cfg: Config, job: _ClipJob, root: Path, truth_root: Path) -> _Cl
     clean = render_clean_clip(job.scene, make.frames, make.height, make.width, motion_rng)
     set_root = root / job.set_name
     if job.set_name == "paired":
-        clip = synthesize_snow(clean, cfg.snow, snow_rng)
+        # training snow is domain-randomized per clip; val and test keep one fixed style, comparable across runs
+        snow = randomize_snow(cfg.snow, cfg.paired_randomization, snow_rng) if job.split == "train" else cfg.snow
+        clip = synthesize_snow(clean, snow, snow_rng)
         snowy8 = np.stack([to_rgb8(frame)[0] for frame in clip.snowy])
         clean8 = np.stack([to_rgb8(frame)[0] for frame in clip.clean])
         path = Path(job.split) / "snowy" / job.name

@@ -19,10 +19,12 @@ from skimage import data as skdata
 from skimage.transform import resize
 from sklearn.datasets import load_sample_image
 
+from semivdn.data.procedural import is_procedural, render_procedural
+
 # Scenes of each set and split: disjoint across splits and across sets, so no test clip shows a scene that
 # training or validation saw (tests/test_make_data.py checks it).
 SPLIT_SCENES: dict[str, dict[str, tuple[str, ...]]] = {
-    "paired": {"train": ("astronaut", "chelsea", "camera", "china", "brick"),
+    "paired": {"train": ("astronaut", "chelsea", "camera", "china", "brick", "moon", "retina", "cell"),
                "val": ("immunohistochemistry", "hubble_deep_field"),
                "test": ("coffee", "rocket")},
     "real": {"train": ("motorcycle", "coins", "grass"), "val": ("gravel",), "test": ("flower", "clock")},
@@ -44,6 +46,9 @@ _LOADERS: dict[str, Callable[[], np.ndarray]] = {
     "grass": skdata.grass,
     "gravel": skdata.gravel,
     "clock": skdata.clock,
+    "moon": skdata.moon,
+    "retina": skdata.retina,
+    "cell": skdata.cell,
 }
 
 VIEW_MARGIN = (1.5, 2.0)  # scene's short side over the view's long side: room to pan
@@ -61,9 +66,13 @@ def scene_names() -> tuple[str, ...]:
     return tuple(_LOADERS)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=32)  # bounded: a data set may paint hundreds of procedural scenes
 def load_scene(name: str) -> np.ndarray:
-    """A bundled image as read-only float32 RGB (H, W, 3) in [0, 1]; grayscale is replicated."""
+    """A bundled image or a procedural scene as read-only float32 RGB (H, W, 3) in [0, 1]; gray is replicated."""
+    if is_procedural(name):
+        image = render_procedural(name)
+        image.setflags(write=False)
+        return image
     if name not in _LOADERS:
         raise KeyError(f"unknown scene {name!r}; known: {sorted(_LOADERS)}")
     image = np.asarray(_LOADERS[name]())

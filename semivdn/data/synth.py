@@ -78,15 +78,15 @@ def synthesize_snow(clean: np.ndarray, params: SnowParams, seed: int | np.random
                      transmission=transmission, airlight=np.ascontiguousarray(airlight))
 
 
-def randomize_snow(base: SnowParams, spread: SnowRandomization, rng: np.random.Generator) -> SnowParams | None:
-    """One clip's snow style drawn around ``base`` (domain randomization); None: the clip stays clean.
+def randomize_snow(base: SnowParams, spread: SnowRandomization, rng: np.random.Generator) -> SnowParams:
+    """One clip's snow style drawn around ``base`` (domain randomization).
 
     A network trained on one snow style learns that style; drawn per clip, density spans light
     flurries to blizzards, flakes big or small, slow or fast, round or clumped, straight or
     gusty, with or without haze, so the model meets snow it was not tuned on without surprise.
     """
-    if rng.random() < spread.clean_fraction:
-        return None
+    if spread == SnowRandomization():  # nothing to randomize: leave the random stream untouched
+        return base
 
     def scaled(pair: tuple[float, float], factor: float) -> tuple[float, float]:
         return pair[0] * factor, pair[1] * factor

@@ -285,7 +285,7 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
     n_frames = cfg.data.frames_per_clip
     paired_clips = clip_refs(manifest, raw_root, "paired", "train")
     paired = WindowDataset(paired_clips, n_frames, cfg.data.crop, cfg.data.flip, paired=True,
-                           permute_colors=cfg.data.permute_colors)
+                           permute_colors=cfg.data.permute_colors, identity_fraction=cfg.data.identity_fraction)
     start, stop = state.iteration, cfg.train.iters
     paired_iter = iter(window_loader(paired, cfg.train.batch_size, cfg.seed, start, stop, cfg.data.workers,
                                          dist_ctx.rank, dist_ctx.world))

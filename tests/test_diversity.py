@@ -1,0 +1,82 @@
+"""Training-data diversity: procedural scenes, domain-randomized paired snow, identity (snow-free) pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from semivdn.config import Data, SnowParams, SnowRandomization
+from semivdn.data.datasets import WindowDataset, clip_refs
+from semivdn.data.procedural import KINDS, procedural_names, render_procedural
+from semivdn.data.scenes import load_scene
+from semivdn.data.synth import randomize_snow, synthesize_snow
+from semivdn.data.video import FrameWriter
+
+
+def test_procedural_scene_is_a_pure_function_of_its_name() -> None:
+    names = procedural_names(KINDS, 0, 2 * len(KINDS))
+    assert len(set(names)) == len(names) and {n.split("-")[1] for n in names} == set(KINDS)
+    first = render_procedural(names[0])
+    assert np.array_equal(first, render_procedural(names[0]))
+    assert first.dtype == np.float32 and first.shape[2] == 3 and first.min() >= 0.0 and first.max() <= 1.0
+    others = [render_procedural(n) for n in names[1:]]
+    assert all(not np.array_equal(first, other) for other in others if other.shape == first.shape)
+    assert all(float(image.std()) > 0.01 for image in [first, *others])  # no blank canvases
+    assert np.array_equal(load_scene(names[3]), render_procedural(names[3]))  # scenes.py resolves them
+
+
+def test_procedural_ranges_are_disjoint_and_bad_names_rejected() -> None:
+    assert not set(procedural_names(KINDS, 0, 10)) & set(procedural_names(KINDS, 10, 10))
+    with pytest.raises(KeyError, match="kind one of"):
+        render_procedural("proc-volcano-1")
+
+
+def test_neutral_randomization_leaves_the_snow_and_the_random_stream_alone() -> None:
+    rng = np.random.default_rng(0)
+    assert randomize_snow(SnowParams(), SnowRandomization(), rng) == SnowParams()
+    assert rng.random() == np.random.default_rng(0).random()
+
+
+def test_randomized_snow_spans_the_configured_ranges() -> None:
+    spread = SnowRandomization(no_haze_fraction=0.3, density_scale=(0.1, 2.0), size_scale=(0.5, 1.5),
+                               speed_scale=(0.5, 1.5), vary_style=True)
+    base = SnowParams()
+    drawn = [randomize_snow(base, spread, np.random.default_rng(seed)) for seed in range(200)]
+    density = np.array([p.flakes_per_megapixel for p in drawn]) / base.flakes_per_megapixel
+    assert 0.1 <= density.min() < 0.2 and 1.5 < density.max() <= 2.0
+    assert all(0.5 * base.size_range[1] <= p.size_range[1] <= 1.5 * base.size_range[1] for p in drawn)
+    no_haze = np.mean([p.haze_range == (1.0, 1.0) for p in drawn])
+    assert 0.2 < no_haze < 0.45  # 30 %, and vary_style draws a few nearly haze-free ones on its own
+    clean = np.random.default_rng(1).random((3, 32, 32, 3), dtype=np.float32)
+    hazeless = next(p for p in drawn if p.haze_range == (1.0, 1.0))
+    np.testing.assert_array_equal(synthesize_snow(clean, hazeless, 0).transmission, 1.0)
+
+
+def _write(folder: Path, frames: np.ndarray) -> None:
+    with FrameWriter(folder) as writer:
+        for frame in frames:
+            writer.write(frame)
+
+
+def test_identity_fraction_feeds_clean_windows_as_input(tmp_path: Path) -> None:
+    clean = np.random.default_rng(0).integers(0, 200, (5, 32, 32, 3), dtype=np.uint8)
+    _write(tmp_path / "paired/train/clean/c0", clean)
+    _write(tmp_path / "paired/train/snowy/c0", clean + 40)
+    manifest = pd.DataFrame([{"clip_id": "paired/train/c0", "source": "paired", "split": "train", "frames": 5,
+                              "snowy_path": "paired/train/snowy/c0", "clean_path": "paired/train/clean/c0",
+                              "content_hash": "0"}])
+    clips = clip_refs(manifest, tmp_path, "paired", "train")
+
+    def identical_share(fraction: float) -> float:
+        dataset = WindowDataset(clips, 3, 16, True, paired=True, identity_fraction=fraction)
+        items = [dataset[(seed % len(dataset), seed)] for seed in range(300)]
+        return float(np.mean([torch.equal(item["snowy"], item["clean"]) for item in items]))
+
+    assert identical_share(0.0) == 0.0
+    assert 0.2 < identical_share(0.3) < 0.4
+    with pytest.raises(ValueError, match="identity_fraction"):
+        Data(identity_fraction=1.0)
