@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-PROFILES = ("demo", "smoke", "paper")
+PROFILES = ("demo", "smoke", "release", "paper")
 PROFILE_ENV = "SEMIVDN_PROFILE"
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -375,7 +375,7 @@ class Pipeline:
 
 @dataclass(frozen=True)
 class Config:
-    profile: Literal["demo", "smoke", "paper"] = "demo"
+    profile: Literal["demo", "smoke", "release", "paper"] = "demo"
     seed: int = 0
     paths: Paths = field(default_factory=Paths)
     make_data: MakeData = field(default_factory=MakeData)
