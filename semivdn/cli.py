@@ -124,10 +124,19 @@ def _promote(args: argparse.Namespace, cfg: Config) -> Any:
     return promote(cfg, version=args.version, force=args.version is not None)
 
 
+def _release(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.release import ASSETS, build_release
+
+    return build_release(Path(args.model), [Path(p) for p in args.train_metrics], [Path(p) for p in args.evals],
+                         out_dir=Path(args.out) if args.out else ASSETS, card=Path(args.card))
+
+
 def _desnow(args: argparse.Namespace, cfg: Config) -> Any:
     from semivdn.inference import desnow_video
+    from semivdn.registry import default_model_ref
 
-    return desnow_video(cfg, args.input, args.output, model_ref=args.model, device=args.device,
+    return desnow_video(cfg, args.input, args.output, model_ref=args.model or default_model_ref(cfg),
+                        device=args.device,
                         tile=args.tile if args.tile is not None else cfg.inference.tile, compare=args.compare,
                         overwrite=args.overwrite)
 
@@ -228,10 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     pro = command("promote", _promote, "move the `champion` alias to the candidate if it passes the gate")
     pro.add_argument("--version", type=int, help="force this version to champion (rollback)")
 
+    rel = command("release", _release, "ship a trained checkpoint as the release model, with manifest and model card")
+    rel.add_argument("--model", required=True, help="the trained checkpoint to ship")
+    rel.add_argument("--train-metrics", nargs="+", required=True,
+                     help="`semivdn train --metrics` files of the stages that made it, in order")
+    rel.add_argument("--evals", nargs="+", required=True, help="`semivdn evaluate` folders the card reports")
+    rel.add_argument("--out", help="assets folder (default: the package's semivdn/assets)")
+    rel.add_argument("--card", default="MODEL_CARD.md", help="model card to write")
+
     des = command("desnow", _desnow, "desnow a video file or frame folder")
     des.add_argument("input")
     des.add_argument("-o", "--output", required=True, help="output video file or frame folder")
-    des.add_argument("--model", default="models:/semivdn@champion", help="checkpoint path or models:/NAME@ALIAS")
+    des.add_argument("--model", help="checkpoint path, models:/NAME@ALIAS or 'release' (default: the registry's "
+                     "champion, else the shipped release model)")
     des.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     des.add_argument("--tile", type=int, help="tile size in pixels (0: whole frames)")
     des.add_argument("--compare", action="store_true", help="write input and output side by side")

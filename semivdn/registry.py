@@ -58,6 +58,7 @@ import semivdn
 from semivdn.config import Config
 from semivdn.eval.specs import METRIC_ORDER, METRICS, SUMMARY_FILE
 from semivdn.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_header
+from semivdn.release import RELEASE_REF, release_checkpoint
 from semivdn.tracking import configure_mlflow, existing_run, git_commit, tracking_uri
 from semivdn.weights import sha256_file
 
@@ -377,8 +378,33 @@ def _checkpoint_in(folder: Path) -> Path:
     return found[0]
 
 
+def default_model_ref(cfg: Config) -> str:
+    """The model to use when none is named: the registry's champion if it has one, else the release model.
+
+    A registry that does not exist yet (a fresh clone's ``sqlite:///mlruns.db``) is not created
+    by asking; one that cannot be reached is reported, then the release model is used.
+    """
+    uri = tracking_uri(cfg)
+    champion = f"{REGISTRY_PREFIX}{cfg.mlflow.model_name}@{CHAMPION}"
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        log.info("no model registry at %s yet: using the release model (%s)", uri, RELEASE_REF)
+        return RELEASE_REF
+    try:
+        found = _by_alias(_client(cfg), cfg.mlflow.model_name, CHAMPION)
+    except MlflowException as exc:
+        log.warning("model registry %s unreachable (%s): using the release model (%s)", uri, exc, RELEASE_REF)
+        return RELEASE_REF
+    if found is None:
+        log.info("registry %s has no %s: using the release model (%s)", uri, champion, RELEASE_REF)
+        return RELEASE_REF
+    return champion
+
+
 def resolve_checkpoint(cfg: Config, ref: str) -> Path:
-    """A model reference (checkpoint file, folder holding one, ``models:/NAME@ALIAS|/VERSION``) -> local file."""
+    """A model reference (checkpoint file, folder holding one, ``models:/NAME@ALIAS|/VERSION``, ``release``) ->
+    local file."""
+    if ref == RELEASE_REF:
+        return release_checkpoint()
     if ref.startswith(REGISTRY_PREFIX):
         return download_model(cfg, ref)
     path = Path(ref).expanduser()

@@ -1,0 +1,76 @@
+"""The release model: hash-checked loading, the build that ships it, and the default model on a fresh clone."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from semivdn.config import Config, Model
+from semivdn.models import create_model, save_checkpoint
+from semivdn.models.checkpoint import CheckpointError
+from semivdn.registry import default_model_ref
+from semivdn.release import CHECKPOINT_NAME, MANIFEST_NAME, build_release, release_checkpoint
+
+TINY_MODEL = Model(dim=16, heads=2, decoder_channels=8)
+
+
+@pytest.fixture()
+def shipped(tmp_path: Path) -> tuple[Path, Path]:
+    """A tiny checkpoint built into an assets folder by build_release; returns (assets, card)."""
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "full" / "model.safetensors", create_model(TINY_MODEL), TINY_MODEL,
+                                 meta={"variant": "full", "profile": "release", "git_commit": "abc123"})
+    train = tmp_path / "train_full.json"
+    train.write_text(json.dumps({"variant": "full", "iterations": 10, "seconds": 120.0, "it_per_s": 0.083}))
+    scores = {"release": {"real_psnr": {"mean": 24.5, "low": 23.9, "high": 25.1, "n": 12}, "real_lpips": None},
+              "input": {"real_psnr": {"mean": 18.0, "low": 17.5, "high": 18.6, "n": 12},
+                        "real_lpips": {"mean": 0.3, "low": 0.25, "high": 0.35, "n": 12}}}
+    for name, metrics in scores.items():
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        (tmp_path / "eval" / name / "summary.json").write_text(json.dumps({"metrics": metrics}))
+    assets, card = tmp_path / "assets", tmp_path / "MODEL_CARD.md"
+    build_release(checkpoint, [train], [tmp_path / "eval" / name for name in scores], out_dir=assets, card=card)
+    return assets, card
+
+
+def test_build_release_ships_a_hash_checked_checkpoint_and_a_card(shipped: tuple[Path, Path]) -> None:
+    assets, card = shipped
+    manifest = json.loads((assets / MANIFEST_NAME).read_text())
+    assert release_checkpoint(assets) == assets / CHECKPOINT_NAME
+    assert (assets / CHECKPOINT_NAME).stat().st_mode & 0o044 == 0o044  # readable by everyone who installs it
+    text = card.read_text()
+    assert manifest["sha256"] in text and "abc123" in text
+    assert "24.500 [23.900, 25.100]" in text  # metrics with their intervals
+    assert "| release | n/a | 24.500" in text  # columns real_lpips, real_psnr: an unavailable metric says so
+
+
+def test_tampered_or_missing_release_model_is_a_clear_error(shipped: tuple[Path, Path], tmp_path: Path) -> None:
+    assets, _ = shipped
+    weights = bytearray((assets / CHECKPOINT_NAME).read_bytes())
+    weights[-1] ^= 0xFF
+    (assets / CHECKPOINT_NAME).write_bytes(bytes(weights))
+    with pytest.raises(CheckpointError, match="corrupt or was replaced"):
+        release_checkpoint(assets)
+    with pytest.raises(CheckpointError, match="release model is missing"):
+        release_checkpoint(tmp_path / "nowhere")
+
+
+def test_release_rejects_an_oversized_checkpoint(tmp_path: Path) -> None:
+    big = tmp_path / "big.safetensors"
+    with big.open("wb") as handle:
+        handle.truncate(21 * 1024 * 1024)
+    with pytest.raises(ValueError, match="exceeds the release limit"):
+        build_release(big, [], [], out_dir=tmp_path / "assets", card=tmp_path / "card.md")
+
+
+def test_default_model_is_the_release_model_without_a_registry(smoke_cfg: Config, tmp_path: Path) -> None:
+    database = tmp_path / "mlruns.db"
+    cfg = dataclasses.replace(smoke_cfg, mlflow=dataclasses.replace(smoke_cfg.mlflow,
+                                                                     tracking_uri=f"sqlite:///{database}"))
+    assert default_model_ref(cfg) == "release"
+    assert not database.exists()  # asking does not create a registry
+
