@@ -34,7 +34,7 @@ from semivdn.losses import (
     load_perceptual_backbone,
     ramp_up,
 )
-from semivdn.losses.dcr import gmm_from_state, gmm_state
+from semivdn.losses.dcr import diagonal_log_density, gmm_from_state, gmm_state
 from semivdn.weights import CorruptWeightsError, MissingWeightsError
 
 VGG_FILE = "vgg16-397923af.pth"
@@ -197,6 +197,14 @@ def test_kl_divergences_match_closed_form_for_single_gaussians() -> None:
     mean_p, var_p, mean_q, var_q = p.means_[0], p.covariances_[0], q.means_[0], q.covariances_[0]
     exact = 0.5 * np.sum(np.log(var_q / var_p) + (var_p + (mean_p - mean_q) ** 2) / var_q - 1.0)
     assert kl_divergences(p, [q], samples=20_000)[0] == pytest.approx(exact, rel=0.05)
+
+
+def test_vectorized_log_density_matches_scikit_learn() -> None:
+    rng = np.random.default_rng(4)
+    mixtures = [fit_gmm(rng.standard_normal((300, 5)) * scale + shift, k=3) for scale, shift in ((1, 0), (2, 1))]
+    x = rng.standard_normal((40, 5))
+    expected = np.stack([m.score_samples(x) for m in mixtures])
+    assert np.allclose(diagonal_log_density(x, mixtures), expected)
 
 
 def test_warm_started_fit_converges_fast_to_the_same_mixture() -> None:
