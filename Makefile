@@ -30,7 +30,7 @@ promote: $(STAMP)
 
 # dvc.lock must record the code and params the committed files hold (no training: hashes only).
 lock-check: $(STAMP)
-	$(BIN)/python -m semivdn.lockcheck
+	$(BIN)/python .ci/lockcheck.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

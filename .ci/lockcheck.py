@@ -1,14 +1,15 @@
 """Fail when dvc.lock does not describe the committed code, params and stage commands.
 
 ``dvc status`` compares every stage's recorded dependencies with the workspace. Here
-only what is committed counts: source files, params files and commands. Data and
-models (the outputs of other stages, absent from a fresh clone) are left out, so the
-check needs no data and trains nothing. Run from the repository root; exit 1 lists
-the stale stages and what changed.
+only what git holds counts: source files, params files and commands. Data and models
+(stage outputs and `dvc add`-ed folders, absent from a fresh clone) are left out, so
+the check needs no data and trains nothing. Run from the repository root; exit 1
+lists the stale stages and what changed.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,13 +19,12 @@ from dvc.repo import Repo
 def stale_entries(root: Path) -> dict[str, list[str]]:
     """Stage -> the committed dependencies (or its command) that differ from dvc.lock."""
     with Repo(str(root)) as repo:
-        outputs = [Path(out.fs_path).resolve() for out in repo.index.outs]
         status = repo.status()
-    produced = {out for out in outputs}
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout.decode()
+    files = set(filter(None, tracked.split("\0")))
 
-    def is_output(path: str) -> bool:
-        resolved = (root / path).resolve()
-        return any(resolved == out or out in resolved.parents for out in produced)
+    def in_git(path: str) -> bool:
+        return path in files or any(name.startswith(path.rstrip("/") + "/") for name in files)
 
     stale: dict[str, list[str]] = {}
     for stage, changes in status.items():
@@ -33,7 +33,7 @@ def stale_entries(root: Path) -> dict[str, list[str]]:
                 stale.setdefault(stage, []).append("command")
             elif isinstance(change, dict):
                 for path, how in change.get("changed deps", {}).items():
-                    if not is_output(path):
+                    if in_git(path):
                         stale.setdefault(stage, []).append(f"{path}: {how}")
     return stale
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +17,9 @@ from moto.server import ThreadedMotoServer
 
 from components.footage import ingest_footage
 from semivdn import storage
+from semivdn.config import load_config
 from semivdn.footage import fingerprint
+from semivdn.versioning import configure_remote, version_data
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 BUCKET = "semivdn-test"
@@ -138,3 +144,37 @@ def test_issue13_2_safe_join_refuses_a_symlink_out_and_keeps_plain_names(tmp_pat
     with pytest.raises(storage.StorageError, match="resolves outside"):
         storage.safe_join(tmp_path / "root", "link/x.png")
     assert storage.safe_join(tmp_path / "root", "a/b.png") == tmp_path / "root" / "a" / "b.png"
+
+
+def _dvc(root: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, f"dvc {' '.join(args)}: {done.stderr or done.stdout}"
+    return done.stdout
+
+
+def test_dvc_push_and_pull_round_trip_footage_and_models_through_the_s3_remote(
+        s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The remote comes from params/env like the pipeline's; footage (dvc add) and a stage's model both travel."""
+    monkeypatch.setenv(storage.BUCKET_ENV, BUCKET)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _dvc(repo, "init", "--no-scm", "-q")
+    cfg = load_config(PARAMS, "smoke")
+    remote = configure_remote(cfg, repo)
+    assert remote["url"] == f"s3://{BUCKET}/{cfg.s3.prefix}/dvc"
+    assert f"endpointurl = {os.environ[storage.ENDPOINT_ENV]}" in (repo / ".dvc" / "config").read_text()
+
+    (repo / "dvc.yaml").write_text("stages:\n  train:\n    cmd: mkdir -p models && echo weights > models/m.bin\n"
+                                   "    outs: [models]\n")
+    _dvc(repo, "repro", "-q")
+    footage = _tree(repo / "data" / "footage", FOOTAGE)
+    assert version_data(footage) == ["dvc add data/footage", "dvc push data/footage"]  # pushed on ingestion
+    _dvc(repo, "push")
+    before = {name: _digests(repo / name) for name in ("data/footage", "models")}
+    assert {f.name.split("/")[-1] for f in storage.list_files(f"{s3}/{cfg.s3.prefix}/dvc")}  # objects landed
+
+    for name in ("data/footage", "models", ".dvc/cache"):
+        shutil.rmtree(repo / name)
+    _dvc(repo, "pull")
+    assert {name: _digests(repo / name) for name in before} == before
