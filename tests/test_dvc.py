@@ -11,6 +11,7 @@ import yaml
 from importgraph import ROOT, closure, import_graph, project_modules
 
 from semivdn.config import PROFILES, load_config
+from semivdn.summary import WIDTH, metrics_table
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # Each stage's command, as the module its handler calls (semivdn/cli.py), whose import closure it runs.
@@ -78,3 +79,17 @@ def test_no_absolute_machine_path_in_the_tree() -> None:
                            cwd=ROOT, capture_output=True, text=True, check=False)
     assert found.returncode in (0, 1), found.stderr
     assert [line for line in found.stdout.splitlines() if "/home/semivdn" not in line] == []
+
+
+def test_metrics_summary_fits_100_columns_one_number_per_line() -> None:
+    shown = {"metrics/quality.json": {"data": {"full": {"psnr": 22.4619, "ssim": 0.73}, "unavailable": {"x": "why"}}},
+             "metrics/train_full.json": {"data": {"iterations": 150, "mlflow_run_id": "abc", "a" * 120: 1.5}},
+             "data/curated/summary.json": {"error": FileNotFoundError("absent")}}
+    lines = metrics_table(shown)
+    assert all(len(line) <= WIDTH for line in lines)
+    assert [line.split() for line in lines[:3]] == [["metrics/quality.json", "full.psnr", "22.46"],
+                                                    ["metrics/quality.json", "full.ssim", "0.73"],
+                                                    ["metrics/train_full.json", "iterations", "150"]]
+    assert lines[3].endswith(" 1.5") and "…" in lines[3]  # a long name keeps its end
+    assert lines[4].startswith("data/curated/summary.json: not found")
+    assert not any("abc" in line or "why" in line for line in lines)  # text is no metric

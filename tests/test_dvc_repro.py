@@ -65,12 +65,17 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             frame = np.full((48, 48, 3), 90 + 5 * t, np.uint8)
             frame[rng.integers(0, 48, 30), rng.integers(0, 48, 30)] = 255
             writer.write(frame)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t",
-                                                                     "commit", "-qm", "copy"]):
-        _run(repo, *command)
+    _run(repo, "git", "init", "-q")
     _dvc(repo, "add", "data/footage")
+    _commit(repo, "the code and the user's footage (data/footage.dvc)")
     _dvc(repo, "repro", SEMIVDN_PROFILE="paper")  # the environment must not beat params' profile
+    _commit(repo, "dvc repro")
     return repo
+
+
+def _commit(repo: Path, message: str) -> None:
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-qm", message)
 
 
 def test_repro_keeps_the_users_footage_and_curates_it(repo: Path) -> None:
