@@ -104,10 +104,11 @@ def test_ingest_component_stages_raw_data_and_footage_from_s3_and_changes_neithe
     storage.upload_dir(_tree(tmp_path / "incoming", FOOTAGE), f"{s3}/incoming")
     artifact = Dataset(name="raw", uri=str(tmp_path / "artifact"))
 
-    returned = ingest_footage(raw_uri=f"{s3}/raw", footage_uri=f"{s3}/incoming", params_file=str(PARAMS),
-                              profile="smoke", raw=artifact)
+    returned = ingest_footage(raw_uri=f"{s3}/raw", footage_uri=f"{s3}/incoming", data_fingerprint="cache-key",
+                              params_file=str(PARAMS), profile="smoke", raw=artifact)
 
     assert returned == fingerprint(f"{s3}/incoming") == artifact.metadata["footage_fingerprint"]
+    assert artifact.metadata["data_fingerprint"] == "cache-key"
     got = _digests(tmp_path / "artifact")
     assert got["real/train/clip_000.mp4"] == hashlib.sha256(b"r").hexdigest()
     assert got["real/train/footage-site_b/00001.png"] == hashlib.sha256(FOOTAGE["site_b/00001.png"]).hexdigest()
