@@ -25,13 +25,18 @@ def register_candidate(models: Input[list[Model]], evaluations: Input[list[Datas
     return version
 
 
-def promote_candidate(version: int, params_file: str, profile: str, mlflow_tracking_uri: str) -> bool:
-    """``semivdn promote``: the gate moves ``champion`` to the candidate only if it beats the champion."""
+def promote_candidate(version: int, raw: Input[Dataset], curated: Input[Dataset], params_file: str, profile: str,
+                      mlflow_tracking_uri: str) -> bool:
+    """``semivdn promote``: re-scores candidate and champion on this run's test data; the gate moves ``champion``
+    only if the candidate's paired gain is significant (semivdn/eval/gate.py)."""
     import json
+    import tempfile
 
     from components.step import run_semivdn
 
-    result = run_semivdn(["promote"], params_file, profile, mlflow_tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="promote-") as out:
+        result = run_semivdn(["promote", "--raw", raw.path, "--curated", curated.path, "--out", out],
+                             params_file, profile, mlflow_tracking_uri)
     print(json.dumps(result, indent=2, default=str))
     if int(result["candidate"]) != version:
         raise RuntimeError(f"promote judged version {result['candidate']}, but this run registered version {version}: "

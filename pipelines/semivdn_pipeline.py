@@ -205,7 +205,7 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
                     models=dsl.Collected(trained.outputs["model"]),
                     evaluations=dsl.Collected(evaluated.outputs["evaluation"]), candidate=candidate,
                     footage_fingerprint=ingest.outputs["Output"], **tracked), LIGHT, "register the candidate")
-                apply(steps.promote_candidate(version=register.output, **tracked), LIGHT,
+                apply(steps.promote_candidate(version=register.output, **data), LIGHT,
                       "promotion gate: candidate vs champion")
                 return register
 

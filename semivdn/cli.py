@@ -101,7 +101,7 @@ def _evaluate(args: argparse.Namespace, cfg: Config) -> Any:
 
     return evaluate(cfg, model_ref=args.model, name=args.name, split=args.split,
                     raw_root=Path(args.raw or cfg.paths.raw), curated=Path(args.curated or cfg.paths.curated),
-                    out_dir=Path(args.out))
+                    out_dir=Path(args.out), truth_root=Path(args.truth or cfg.paths.real_truth))
 
 
 def _report(args: argparse.Namespace, cfg: Config) -> Any:
@@ -119,9 +119,13 @@ def _register(args: argparse.Namespace, cfg: Config) -> Any:
 
 
 def _promote(args: argparse.Namespace, cfg: Config) -> Any:
-    from semivdn.registry import promote
+    from semivdn.promotion import promote_on_test_data
 
-    return promote(cfg, version=args.version, force=args.version is not None)
+    return promote_on_test_data(cfg, raw_root=Path(args.raw or cfg.paths.raw),
+                                curated=Path(args.curated or cfg.paths.curated),
+                                truth_root=Path(args.truth or cfg.paths.real_truth),
+                                out_dir=Path(args.out or Path(cfg.paths.reports) / "promotion"),
+                                version=args.version, force=args.version is not None)
 
 
 def _release(args: argparse.Namespace, cfg: Config) -> Any:
@@ -215,12 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--curve", help="loss curve CSV for `dvc plots` (default: OUT/curve.csv)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
 
-    ev = command("evaluate", _evaluate, "PSNR/SSIM/LPIPS on paired clips, NIMA/MUSIQ on real clips")
+    ev = command("evaluate", _evaluate, "PSNR/SSIM/LPIPS with 95%% intervals on paired clips and on real clips "
+                 "with held-back truth; NIQE/NIMA/MUSIQ on real clips")
     ev.add_argument("--model", required=True, help="checkpoint path, models:/NAME@ALIAS, or 'input'/'median3'")
     ev.add_argument("--name", help="row name in reports (default: derived from --model)")
     ev.add_argument("--split", default="test", choices=("train", "val", "test"))
     ev.add_argument("--raw", help="raw data root (default: paths.raw)")
     ev.add_argument("--curated", help="curated folder (default: paths.curated)")
+    ev.add_argument("--truth", help="held-back clean frames of the real clips (default: paths.real_truth)")
     ev.add_argument("--out", required=True, help="output folder for the CSV, JSON and image grids")
 
     rep = command("report", _report, "the ablation report (paper Table 2 layout) as Markdown and HTML")
@@ -234,8 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--eval", help="evaluation folder whose metrics become tags")
     reg.add_argument("--alias", default="candidate")
 
-    pro = command("promote", _promote, "move the `champion` alias to the candidate if it passes the gate")
+    pro = command("promote", _promote, "re-score candidate and champion on the current test data; move `champion` "
+                  "only if the lower bound of the paired gain on promote.gate clears promote.min_gain")
     pro.add_argument("--version", type=int, help="force this version to champion (rollback)")
+    pro.add_argument("--raw", help="raw data root (default: paths.raw)")
+    pro.add_argument("--curated", help="curated folder (default: paths.curated)")
+    pro.add_argument("--truth", help="held-back clean frames of the real clips (default: paths.real_truth)")
+    pro.add_argument("--out", help="where both evaluations go (default: paths.reports/promotion)")
 
     rel = command("release", _release, "ship a trained checkpoint as the release model, with manifest and model card")
     rel.add_argument("--model", required=True, help="the trained checkpoint to ship")

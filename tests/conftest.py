@@ -40,7 +40,7 @@ def _clip(rng: np.random.Generator, frames: int, size: int) -> tuple[np.ndarray,
 def write_tiny_dataset(root: Path, size: int = 48, frames: int = 6, seed: int = 0) -> tuple[Path, Path]:
     """Raw paired/real clips plus a curated manifest.parquet; returns (raw, curated).
 
-    The real test clip's clean frames are kept aside in ``root/truth`` (:func:`truth_of`), as
+    The real test clip's clean frames are kept aside in ``root/truth`` (fixture ``tiny_truth``), as
     ``semivdn data make`` does for the proxy-real set.
     """
     rng = np.random.default_rng(seed)
@@ -72,11 +72,12 @@ def write_tiny_dataset(root: Path, size: int = 48, frames: int = 6, seed: int = 
     return raw, curated
 
 
-def truth_of(raw: Path) -> Path:
-    """Where :func:`write_tiny_dataset` keeps the real clips' clean frames: beside, not inside, ``raw``."""
-    return raw.parent / "truth"
-
-
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_truth(tiny_data: tuple[Path, Path]) -> Path:
+    """Where :func:`write_tiny_dataset` keeps the real clips' clean frames: beside, not inside, the raw folder."""
+    return tiny_data[0].parent / "truth"

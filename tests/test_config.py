@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semivdn.config import ConfigError, config_from_dict, load_config
+from semivdn.config import PROFILES, ConfigError, config_from_dict, load_config
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -38,7 +38,7 @@ def test_load_config_reads_the_file() -> None:
     cfg = load_config(PARAMS, "smoke")
     assert cfg.make_data.height == 48
     assert cfg.snow.size_range == (0.6, 4.0)  # YAML lists become typed tuples
-    assert set(cfg.variants) == {"M1", "M2", "M3", "full"}
+    assert set(cfg.variants) == {"M1", "M2", "M2+ft", "M3", "full"}
     assert cfg.model_for("M1").tde is False and cfg.model_for("full").tde is True
 
 
@@ -91,3 +91,13 @@ def test_dcr_without_mean_teacher_is_rejected(raw: dict, monkeypatch: pytest.Mon
     bad = {**raw, "variants": {"X": {"tde": True, "mean_teacher": False, "dcr": True}}}
     with pytest.raises(ConfigError, match="needs mean_teacher"):
         config_from_dict(bad)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_m2_ft_control_gets_exactly_the_semi_supervised_variants_extra_training(profile: str) -> None:
+    cfg = load_config(PARAMS, profile)
+    control = cfg.variant("M2+ft")
+    assert (control.tde, control.mean_teacher, control.dcr, control.init) == (True, False, False, "M2")
+    for variant in ("M3", "full"):
+        assert cfg.variant(variant).init == "M2"
+        assert cfg.train_for("M2+ft") == cfg.train_for(variant)  # same steps, learning rate and schedule

@@ -42,8 +42,10 @@ def env(tmp_path_factory: pytest.TempPathFactory, smoke_cfg: Config) -> Iterator
 
 
 @pytest.fixture(scope="module")
-def evaluations(env: tuple[Config, Path], tiny_data: tuple[Path, Path]) -> dict[str, tuple[Path, dict]]:
-    """input, median3 and a tiny M2 checkpoint evaluated on the train split (2 paired + 2 real clips)."""
+def evaluations(env: tuple[Config, Path], tiny_data: tuple[Path, Path],
+                tiny_truth: Path) -> dict[str, tuple[Path, dict]]:
+    """input, median3 and a tiny M2 checkpoint evaluated on the train split (2 paired + 2 real clips), and on
+    the test split (1 paired clip, 1 real clip with held-back truth)."""
     cfg, root = env
     raw, curated = tiny_data
     configure_mlflow(cfg)
@@ -55,8 +57,11 @@ def evaluations(env: tuple[Config, Path], tiny_data: tuple[Path, Path]) -> dict[
     results = {}
     for ref in ("input", "median3", str(checkpoint)):
         out = root / "eval" / Path(ref).parent.name if ref == str(checkpoint) else root / "eval" / ref
-        summary = evaluate(cfg, ref, None, "train", raw, curated, out)
+        summary = evaluate(cfg, ref, None, "train", raw, curated, out, tiny_truth)
         results[summary["name"]] = (out, summary)
+        test_out = out.with_name(out.name + "-test")
+        results[summary["name"] + "-test"] = (test_out, evaluate(cfg, ref, None, "test", raw, curated, test_out,
+                                                                 tiny_truth))
     return results
 
 
@@ -86,43 +91,61 @@ def test_input_psnr_is_the_mean_over_all_paired_frames(evaluations: dict, tiny_d
         snowy, clean = _frames(raw / row.snowy_path), _frames(raw / row.clean_path)
         per_frame += [10 * np.log10(1 / np.mean((s - c) ** 2)) for s, c in zip(snowy, clean, strict=True)]
     _, summary = evaluations["input"]
-    assert summary["psnr"] == pytest.approx(np.mean(per_frame), abs=1e-4)
-    assert summary["paired_frames"] == len(per_frame) == 12
+    assert summary["metrics"]["paired_psnr"]["mean"] == pytest.approx(np.mean(per_frame), abs=1e-4)  # equal lengths
+    assert summary["frames"]["paired"] == len(per_frame) == 12
 
 
 def test_outputs_per_clip_summary_and_grids(evaluations: dict, smoke_cfg: Config) -> None:
     out, summary = evaluations["median3"]
     table = pd.read_csv(out / "per_clip.csv")
-    assert list(table.columns) == ["clip_id", "source", "frames", *METRIC_ORDER]
+    assert list(table.columns) == ["clip_id", "source", "frames", "truth", *METRIC_ORDER]
     assert list(table.source) == ["paired", "paired", "real", "real"]
-    assert table.psnr.iloc[:2].notna().all() and table.psnr.iloc[2:].isna().all()
-    assert summary["psnr"] == pytest.approx(table.psnr.iloc[:2].mean())  # equal-length clips
+    assert table.psnr.iloc[:2].notna().all() and table.psnr.iloc[2:].isna().all()  # real train keeps no truth
+    assert table.niqe.iloc[:2].isna().all() and table.niqe.iloc[2:].notna().all()  # NR metrics on real clips only
+    psnr = summary["metrics"]["paired_psnr"]
+    assert psnr["mean"] == pytest.approx(table.psnr.iloc[:2].mean()) and psnr["n"] == 2
+    assert psnr["low"] <= psnr["mean"] <= psnr["high"] and psnr["confidence"] == 0.95
     written = json.loads((out / "summary.json").read_text())
-    assert {"name", "variant", "model_ref", "frames", "unavailable", *METRIC_ORDER} <= set(written)
-    assert written["frames"] == 24 and written["name"] == "median3"
-    for metric, filename in (("lpips", "LPIPS_v0.1_alex-df73285e.pth"), ("nima", "NIMA_InceptionV2_ava-b0c77c00.pth"),
-                             ("musiq", "musiq_koniq_ckpt-e95806b9.pth")):
-        assert written[metric] is None and filename in written["unavailable"][metric]
-    assert written["psnr"] is not None and "psnr" not in written["unavailable"]
+    assert {"name", "variant", "model_ref", "frames", "clips", "metrics", "unavailable"} <= set(written)
+    assert written["frames"] == {"paired": 12, "real": 12} and written["name"] == "median3"
+    for key, filename in (("paired_lpips", "LPIPS_v0.1_alex-df73285e.pth"),
+                          ("real_nima", "NIMA_InceptionV2_ava-b0c77c00.pth"),
+                          ("real_musiq", "musiq_koniq_ckpt-e95806b9.pth")):
+        assert written["metrics"][key] is None and filename in written["unavailable"][key]
+    assert "held-back truth" in written["unavailable"]["real_psnr"]
+    assert written["metrics"]["real_niqe"]["mean"] > 0  # NIQE needs no download
     grids = sorted((out / "grids").glob("*.png"))
     assert [g.name for g in grids] == ["paired__train__clip_000.png", "real__train__clip_000.png"]
     assert smoke_cfg.eval.grid_clips == 1
     assert Image.open(grids[0]).size == (3 * 48 + 2 * 2, 16 + 48)  # input | output | ground truth
-    assert Image.open(grids[1]).size == (2 * 48 + 2, 16 + 48)  # no ground truth for real footage
+    assert Image.open(grids[1]).size == (2 * 48 + 2, 16 + 48)  # no ground truth for real training footage
+
+
+def test_real_test_clips_are_scored_against_their_held_back_truth(evaluations: dict, tiny_data: tuple[Path, Path],
+                                                                  tiny_truth: Path) -> None:
+    raw, _ = tiny_data
+    out, summary = evaluations["input-test"]
+    snowy, clean = _frames(raw / "real" / "test" / "clip_000"), _frames(tiny_truth / "test" / "clip_000")
+    expected = np.mean([10 * np.log10(1 / np.mean((s - c) ** 2)) for s, c in zip(snowy, clean, strict=True)])
+    assert summary["metrics"]["real_psnr"]["mean"] == pytest.approx(expected, abs=1e-4)
+    assert summary["real_clips_with_truth"] == 1 and summary["metrics"]["real_psnr"]["low"] is None  # one clip
+    assert Image.open(out / "grids" / "real__test__clip_000.png").size == (3 * 48 + 2 * 2, 16 + 48)
 
 
 def test_median3_beats_the_input_on_moving_snow(evaluations: dict) -> None:
-    assert evaluations["median3"][1]["psnr"] > evaluations["input"][1]["psnr"]
-    assert evaluations["median3"][1]["ssim"] > evaluations["input"][1]["ssim"]
+    for metric in ("paired_psnr", "paired_ssim"):
+        assert evaluations["median3"][1]["metrics"][metric]["mean"] > evaluations["input"][1]["metrics"][metric]["mean"]
 
 
 def test_a_checkpoint_is_logged_into_its_training_run(evaluations: dict, env: tuple[Config, Path]) -> None:
     _, summary = evaluations["M2"]
-    assert summary["variant"] == "M2" and all(np.isfinite(summary[m]) for m in ("psnr", "ssim"))
+    assert summary["variant"] == "M2" and all(np.isfinite(summary["metrics"][k]["mean"])
+                                               for k in ("paired_psnr", "paired_ssim"))
     run = mlflow.get_run(summary["mlflow_run_id"])
     assert run.info.run_name == "train-M2"
-    assert run.data.metrics["train_psnr"] == pytest.approx(summary["psnr"])
-    assert "train_nima.unavailable" in run.data.tags
+    assert run.data.metrics["train_paired_psnr"] == pytest.approx(summary["metrics"]["paired_psnr"]["mean"])
+    assert run.data.metrics["train_paired_psnr_low"] == pytest.approx(summary["metrics"]["paired_psnr"]["low"])
+    assert "train_real_nima.unavailable" in run.data.tags
 
 
 def test_a_checkpoint_whose_run_is_gone_is_logged_into_a_new_run(env: tuple[Config, Path],
@@ -131,6 +154,7 @@ def test_a_checkpoint_whose_run_is_gone_is_logged_into_a_new_run(env: tuple[Conf
     checkpoint = save_checkpoint(root / "orphan" / "model.safetensors", create_model(TINY_MODEL), TINY_MODEL,
                                  meta={"variant": "M1", "mlflow_run_id": "0" * 32})
     summary = evaluate(cfg, str(checkpoint), "orphan", "test", *tiny_data, root / "eval-orphan")
+    assert summary["metrics"]["real_psnr"] is None  # without truth_root the real domain gets NR metrics only
     assert mlflow.get_run(summary["mlflow_run_id"]).info.run_name == "eval-orphan"
 
 
@@ -138,15 +162,16 @@ def test_a_baseline_is_logged_into_a_new_eval_run(evaluations: dict) -> None:
     _, summary = evaluations["input"]
     run = mlflow.get_run(summary["mlflow_run_id"])
     assert run.info.run_name == "eval-input"
-    assert run.data.metrics["train_ssim"] == pytest.approx(summary["ssim"])
+    assert run.data.metrics["train_paired_ssim"] == pytest.approx(summary["metrics"]["paired_ssim"]["mean"])
 
 
 def test_split_without_real_clips_reports_nr_metrics_unavailable(env: tuple[Config, Path],
                                                                  tiny_data: tuple[Path, Path]) -> None:
     cfg, root = env
     summary = evaluate(cfg, "input", "input-val", "val", *tiny_data, root / "eval-val")
-    assert summary["nima"] is None and summary["unavailable"]["nima"] == "no real clips in split 'val'"
-    assert summary["paired_clips"] == 1 and summary["real_frames"] == 0
+    assert summary["metrics"]["real_niqe"] is None
+    assert summary["unavailable"]["real_niqe"] == "no real clips in split 'val'"
+    assert summary["clips"] == {"paired": 1, "real": 0} and summary["frames"]["real"] == 0
 
 
 def test_bad_requests_are_refused(env: tuple[Config, Path], tiny_data: tuple[Path, Path]) -> None:
@@ -158,47 +183,71 @@ def test_bad_requests_are_refused(env: tuple[Config, Path], tiny_data: tuple[Pat
         evaluate(wrong, "input", None, "train", *tiny_data, root / "bad")
 
 
-def _fake_full(root: Path, grid_source: Path) -> Path:
-    """A hand-written evaluation of the full model with every metric (one unavailable)."""
+def _fake_full(root: Path, m2_dir: Path, grid_source: Path) -> Path:
+    """A hand-written evaluation of the full model: M2's clips, each +1 dB on paired PSNR; musiq unavailable."""
     folder = root / "eval" / "full"
     (folder / "grids").mkdir(parents=True, exist_ok=True)
     (folder / "grids" / grid_source.name).write_bytes(grid_source.read_bytes())
-    summary = {"name": "full", "variant": "full", "model_ref": "models/full", "psnr": 30.0, "ssim": 0.95,
-               "lpips": 0.05, "nima": 4.5, "musiq": None, "unavailable": {"musiq": "weights withheld"}, "frames": 24}
+    table = pd.read_csv(m2_dir / "per_clip.csv")
+    table.loc[table.source == "paired", "psnr"] += 1.0
+    table.to_csv(folder / "per_clip.csv", index=False)
+    m2 = json.loads((m2_dir / "summary.json").read_text())
+    metrics = dict(m2["metrics"])
+    shifted = dict(metrics["paired_psnr"])
+    shifted.update({k: shifted[k] + 1.0 for k in ("mean", "low", "high")})
+    metrics.update(paired_psnr=shifted, real_musiq=None)
+    summary = {**m2, "name": "full", "variant": "full", "model_ref": "models/full", "metrics": metrics,
+               "unavailable": {**m2["unavailable"], "real_musiq": "weights withheld"}}
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
 
-def test_report_has_the_table_2_layout_and_the_paper_numbers(evaluations: dict, env: tuple[Config, Path]) -> None:
+def test_report_shows_both_domains_intervals_and_paired_comparisons(evaluations: dict,
+                                                                     env: tuple[Config, Path]) -> None:
     cfg, root = env
     grid = next((evaluations["M2"][0] / "grids").glob("paired*.png"))
-    dirs = [evaluations[name][0] for name in ("M2", "median3", "input")] + [_fake_full(root, grid)]
+    m2_dir = evaluations["M2"][0]
+    dirs = [m2_dir, evaluations["median3"][0], evaluations["input"][0], _fake_full(root, m2_dir, grid)]
     result = build_report(cfg, dirs, root / "report", root / "metrics" / "quality.json")
     assert result["rows"] == ["input", "median3", "M2", "full"]  # the paper's order, whatever the input order
-    lines = (root / "report" / "ablation.md").read_text().splitlines()
+    text = (root / "report" / "ablation.md").read_text()
+    lines = text.splitlines()
+    assert "## Paired synthetic test: 2 clips" in lines and any(line.startswith("## Proxy-real test") for line in lines)
     table = [line for line in lines if line.startswith("| ")]
-    assert table[0] == "| Method | TDE | SST | DCR | PSNR↑ | SSIM↑ | LPIPS↓ | NIMA↑ | MUSIQ↑ |"
-    names = [line.split(" | ")[0].removeprefix("| ") for line in table[1:]]
+    assert table[0] == "| Method | TDE | SST | DCR | PSNR↑ | SSIM↑ | LPIPS↓ |"
+    names = [line.split(" | ")[0].removeprefix("| ") for line in table[1:8]]
     paper = "↳ paper, RVSD / Realsnow85"
     assert names == ["input", paper, "median3", "M2", paper, "SemiVDN (full)", paper]
-    assert table[4].startswith("| M2 | ✓ |  |  | ") and "n/a [" in table[4]
-    assert table[5] == "| ↳ paper, RVSD / Realsnow85 |  |  |  | 25.16 | 0.9217 | 0.0822 | 4.212 | 50.69 |"
-    assert table[6].startswith("| SemiVDN (full) | ✓ | ✓ | ✓ | 30.00 | 0.9500 | 0.0500 | 4.500 | n/a [")
-    assert table[2].endswith("| 18.37 | 0.7792 | 0.3095 | 4.075 | 48.64 |")  # Table 1's input row
-    assert any("weights withheld" in line for line in lines)
+    m2_psnr = evaluations["M2"][1]["metrics"]["paired_psnr"]
+    assert table[4].startswith(f"| M2 | ✓ |  |  | {m2_psnr['mean']:.2f} [{m2_psnr['low']:.2f}, {m2_psnr['high']:.2f}]")
+    assert table[5] == "| ↳ paper, RVSD / Realsnow85 |  |  |  | 25.16 | 0.9217 | 0.0822 |"
+    real_header = next(line for line in table if "NIQE↓" in line)
+    assert real_header == "| Method | TDE | SST | DCR | PSNR↑ | SSIM↑ | LPIPS↓ | NIQE↓ | NIMA↑ | MUSIQ↑ |"
+    comparison = next(line for line in table if line.startswith("| SemiVDN (full) − M2 |"))
+    assert "+1.00 [+1.00, +1.00] ✓" in comparison  # every clip exactly +1 dB: significant, zero width
+    assert "| median3 − input |" in text and "Resolution:" in text and "weights withheld" in text
     assert (root / "report" / "grids" / "full" / grid.name).is_file()
     html = (root / "report" / "ablation.html").read_text()
     assert html.count("data:image/png;base64,") == sum(len(list((d / "grids").glob("*.png"))) for d in dirs)
     quality = json.loads((root / "metrics" / "quality.json").read_text())
-    assert set(quality) == {"input", "median3", "M2", "full", "unavailable"}
-    assert quality["full"] == {"psnr": 30.0, "ssim": 0.95, "lpips": 0.05, "nima": 4.5, "musiq": None}
-    assert quality["median3"]["psnr"] == pytest.approx(evaluations["median3"][1]["psnr"])
-    assert "weights withheld" in quality["unavailable"]["musiq"] and "NIMA_" in quality["unavailable"]["nima"]
+    assert set(quality) == {"input", "median3", "M2", "full", "comparisons", "unavailable"}
+    assert quality["full"]["paired_psnr"]["mean"] == pytest.approx(m2_psnr["mean"] + 1.0)
+    assert quality["full"]["real_musiq"] is None and "weights withheld" in quality["unavailable"]["real_musiq"]
+    delta = quality["comparisons"]["full - M2: paired_psnr"]
+    assert delta["mean"] == pytest.approx(1.0) and delta["verdict"] == "better"
     run = mlflow.get_run(result["mlflow_run_id"])
-    assert run.data.metrics["full_psnr"] == 30.0 and "full_musiq" not in run.data.metrics
+    assert run.data.metrics["full_paired_psnr"] == pytest.approx(m2_psnr["mean"] + 1.0)
+    assert "full_real_musiq" not in run.data.metrics
 
 
 def test_report_refuses_two_evaluations_of_one_row(evaluations: dict, env: tuple[Config, Path]) -> None:
     cfg, root = env
     with pytest.raises(ValueError, match="row 'input' comes from both"):
         build_report(cfg, [evaluations["input"][0]] * 2, root / "report2", root / "q2.json")
+
+
+def test_report_refuses_to_compare_evaluations_of_different_clips(evaluations: dict,
+                                                                  env: tuple[Config, Path]) -> None:
+    cfg, root = env
+    with pytest.raises(ValueError, match="scored different clips"):
+        build_report(cfg, [evaluations["input"][0], evaluations["median3-test"][0]], root / "report3", root / "q3.json")

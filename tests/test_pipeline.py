@@ -229,7 +229,7 @@ def test_data_locations_are_required_inputs_and_the_rest_default_from_params(
     assert set(parameters) == PARAMETERS
     required = {name for name, p in parameters.items() if "defaultValue" not in p and not p.get("isOptional")}
     assert required == {"raw_uri", "footage_uri"}  # no local path can reach a pod as a default
-    assert parameters["variants"]["defaultValue"] == ["M3", "full"]
+    assert parameters["variants"]["defaultValue"] == ["M2+ft", "M3", "full"]
     assert parameters["baselines"]["defaultValue"] == ["input", "median3"]
     assert parameters["profile"]["defaultValue"] == "demo"
     assert parameters["checkpoint_root"]["defaultValue"] == "/checkpoints"

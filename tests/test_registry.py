@@ -7,11 +7,13 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -20,7 +22,7 @@ from semivdn.config import Config, Model
 from semivdn.inference import desnow_clip
 from semivdn.models import create_model, load_checkpoint, save_checkpoint
 from semivdn.models.checkpoint import read_checkpoint_header
-from semivdn.registry import _gain, _lock_path, download_model, gate, promote, register_model
+from semivdn.registry import _lock_path, download_model, promote, register_model
 from semivdn.tracking import configure_mlflow
 from semivdn.weights import sha256_file
 
@@ -51,23 +53,54 @@ def _named(cfg: Config, model_name: str) -> Config:
     return dataclasses.replace(cfg, mlflow=dataclasses.replace(cfg.mlflow, model_name=model_name))
 
 
-def _register(cfg: Config, root: Path, psnr: float | None, nima: float | None = 4.2,
-              musiq: float | None = 50.0, checkpoint: Path | None = None) -> int:
-    """Register a checkpoint (default: the fixture's M2) with an evaluation summary that scored it.
+CLIPS = [f"real/test/clip_{i:03d}" for i in range(12)]
+BASE = np.random.default_rng(0).normal(22.0, 2.0, len(CLIPS))  # per-clip real PSNR of a reference model
 
-    Registration is idempotent by checkpoint hash, so a distinct checkpoint is written for each
-    call without one (same architecture, different weights).
+
+def _register(cfg: Config, root: Path, psnr: float, noise: float = 0.0, checkpoint: Path | None = None) -> int:
+    """Register a checkpoint (default: a distinct one) whose true per-clip real PSNR is BASE + psnr (+ noise).
+
+    The truth goes to ``root/truths/<sha256>.csv``, where :class:`DiskScorer` finds it when the gate
+    re-scores the version; the registration's own summary (its tags) is deliberately stale (99 dB),
+    so a gate that read tags instead of re-scoring would be caught.
     """
     if checkpoint is None:
         checkpoint = _distinct_checkpoint(root, f"{cfg.mlflow.model_name}-{next(_SERIAL)}")
-    folder = root / "evals" / f"{cfg.mlflow.model_name}-{psnr}-{nima}-{musiq}"
+    digest = sha256_file(checkpoint)
+    rng = np.random.default_rng(int(digest[:8], 16))
+    values = BASE + psnr + noise * rng.standard_normal(len(CLIPS))
+    table = pd.DataFrame({"clip_id": CLIPS, "source": "real", "frames": 6, "truth": True, "psnr": values,
+                          "ssim": 0.9, "niqe": 5.0})
+    (root / "truths").mkdir(exist_ok=True)
+    table.to_csv(root / "truths" / f"{digest}.csv", index=False)
+    folder = root / "evals" / digest[:12]
     folder.mkdir(parents=True, exist_ok=True)
-    values = {"psnr": psnr, "ssim": 0.9, "lpips": None, "nima": nima, "musiq": musiq}
-    summary = {"name": "M2", "split": "test", "frames": 6, **values,
-               "checkpoint_sha256": sha256_file(checkpoint),
-               "unavailable": {m: "weights missing" for m, v in values.items() if v is None}}
+    stale = {"mean": 99.0, "low": 98.0, "high": 100.0, "n": len(CLIPS), "confidence": 0.95}
+    summary = {"name": "M2", "split": "test", "clips": {"paired": 0, "real": len(CLIPS)},
+               "metrics": {"real_psnr": stale, "real_nima": None}, "checkpoint_sha256": digest,
+               "unavailable": {"real_nima": "weights missing"}}
     (folder / "summary.json").write_text(json.dumps(summary))
     return register_model(cfg, checkpoint, "M2", folder)["version"]
+
+
+class DiskScorer:
+    """The gate's scorer in tests: a version's per-clip truth from :func:`_register` (picklable, for the pool)."""
+
+    def __init__(self, cfg: Config, root: Path) -> None:
+        self.cfg, self.root, self.calls = cfg, root, []
+
+    def __call__(self, model_uri: str, role: str) -> Path:
+        name, _, version = model_uri.removeprefix("models:/").rpartition("/")
+        digest = MlflowClient(self.cfg.mlflow.tracking_uri).get_model_version(name, version).tags["checkpoint_sha256"]
+        (self.root / "scored").mkdir(exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{name}-{version}-{role}-", dir=self.root / "scored"))
+        table = pd.read_csv(self.root / "truths" / f"{digest}.csv")
+        table.to_csv(folder / "per_clip.csv", index=False)
+        metrics = {f"real_{m}": {"mean": float(table[m].mean()), "low": None, "high": None, "n": len(table),
+                                 "confidence": 0.95} for m in ("psnr", "ssim", "niqe")}
+        (folder / "summary.json").write_text(json.dumps({"metrics": metrics}))
+        self.calls.append((model_uri, role))
+        return folder
 
 
 def _distinct_checkpoint(root: Path, tag: str, meta: dict | None = None) -> Path:
@@ -84,52 +117,15 @@ def _champion(cfg: Config) -> int:
     return int(aliases["champion"])
 
 
-def _metrics(psnr: float | None, nima: float | None = 4.2, musiq: float | None = 50.0) -> dict[str, float | None]:
-    return {"psnr": psnr, "ssim": 0.9, "lpips": 0.1, "nima": nima, "musiq": musiq}
-
-
-def test_gate_promotes_a_better_candidate_and_rejects_a_worse_one(smoke_cfg: Config) -> None:
-    better = gate(_metrics(25.0), _metrics(24.0), smoke_cfg)
-    assert better.promoted and "gain +1.0000" in better.reasons[0]
-    worse = gate(_metrics(23.5), _metrics(24.0), smoke_cfg)
-    assert not worse.promoted and "gain -0.5000" in worse.reasons[0]
-
-
-def test_gate_tie_keeps_the_champion_and_min_gain_applies(smoke_cfg: Config) -> None:
-    assert smoke_cfg.promote.min_psnr_gain == 0.0
-    tie = gate(_metrics(24.0), _metrics(24.0), smoke_cfg)
-    assert not tie.promoted and "a tie keeps the champion" in tie.reasons[0]
-    strict = dataclasses.replace(smoke_cfg, promote=dataclasses.replace(smoke_cfg.promote, min_psnr_gain=0.1))
-    assert not gate(_metrics(24.05), _metrics(24.0), strict).promoted
-    assert gate(_metrics(24.1), _metrics(24.0), strict).promoted  # exactly the required gain passes
-
-
-def test_gate_nr_tolerance_is_relative_and_missing_nr_does_not_block(smoke_cfg: Config) -> None:
-    assert smoke_cfg.promote.max_nr_drop == 0.05
-    small_drop = gate(_metrics(25.0, nima=4.2 * 0.96), _metrics(24.0), smoke_cfg)
-    assert small_drop.promoted
-    big_drop = gate(_metrics(25.0, musiq=50.0 * 0.9), _metrics(24.0), smoke_cfg)
-    assert not big_drop.promoted and any("musiq" in r and "exceeds" in r for r in big_drop.reasons)
-    missing = gate(_metrics(25.0, nima=None), _metrics(24.0), smoke_cfg)
-    assert missing.promoted and "nima not compared: unavailable for the candidate" in missing.reasons
-    unknown = gate(_metrics(None), _metrics(24.0), smoke_cfg)
-    assert not unknown.promoted and "psnr of the candidate is unknown" in unknown.reasons[0]
-
-
-def test_gain_follows_each_metrics_direction() -> None:
-    assert _gain("psnr", 25.0, 24.0) == 1.0
-    assert _gain("lpips", 0.08, 0.10) == pytest.approx(0.02)  # lower LPIPS is better
-
-
 def test_register_tags_the_version_and_sets_the_candidate_alias(store: tuple[Config, Path]) -> None:
     cfg, root = store
     cfg = _named(cfg, "tags")
-    version = _register(cfg, root, psnr=21.5, nima=None, checkpoint=root / "M2" / "model.safetensors")
+    version = _register(cfg, root, psnr=0.0, checkpoint=root / "M2" / "model.safetensors")
     client = MlflowClient(cfg.mlflow.tracking_uri)
     found = client.get_model_version_by_alias("tags", "candidate")
     assert int(found.version) == version
     assert found.tags["variant"] == "M2" and found.tags["data_hash"] == "d4t4"
-    assert float(found.tags["psnr"]) == 21.5 and found.tags["unavailable.nima"] == "weights missing"
+    assert float(found.tags["real_psnr"]) == 99.0 and found.tags["unavailable.real_nima"] == "weights missing"
     assert "git_commit" in found.tags and len(found.tags["checkpoint_sha256"]) == 64
     run = mlflow.get_run(found.run_id)
     assert run.info.run_name == "train-M2"  # logged into the variant's training run
@@ -137,27 +133,40 @@ def test_register_tags_the_version_and_sets_the_candidate_alias(store: tuple[Con
         register_model(cfg, root / "M2" / "model.safetensors", "M3", None)
 
 
-def test_promotion_sequence_first_better_worse_tie_and_rollback(store: tuple[Config, Path]) -> None:
+def test_promotion_sequence_first_better_noise_worse_and_rollback(store: tuple[Config, Path]) -> None:
     cfg, root = store
     cfg = _named(cfg, "sequence")
+    score = DiskScorer(cfg, root)
     with pytest.raises(ValueError, match="no 'candidate' version"):
-        promote(cfg)
-    first = _register(cfg, root, psnr=20.0)
-    result = promote(cfg)
+        promote(cfg, score=score)
+    first = _register(cfg, root, psnr=0.0)
+    result = promote(cfg, score=score)
     assert result["promoted"] and result["champion"] == first and "first champion" in result["reasons"][0]
-    better = _register(cfg, root, psnr=21.0)
-    assert promote(cfg)["champion"] == better
-    worse = _register(cfg, root, psnr=20.5)
-    result = promote(cfg)
+    assert score.calls == []  # nothing to compare with yet
+    better = _register(cfg, root, psnr=1.0, noise=0.05)
+    result = promote(cfg, score=score)
+    assert result["promoted"] and result["champion"] == better
+    assert score.calls == [(f"models:/sequence/{better}", "candidate"), (f"models:/sequence/{first}", "champion")]
+    check = result["checks"]["real_psnr"]
+    assert check["mean"] == pytest.approx(1.0, abs=0.05) and check["low"] > 0.9 and check["passed"]
+    assert result["evaluations"]["champion"]["real_psnr"]["mean"] == pytest.approx(BASE.mean() + 0.0)
+    run = mlflow.get_run(result["mlflow_run_id"])
+    assert run.data.tags["promotion.decision"] == "promoted" and "gain.real_psnr_low" in run.data.metrics
+    noisy = _register(cfg, root, psnr=1.0, noise=0.3)  # the champion plus noise: its tags even claim 99 dB
+    result = promote(cfg, score=score)
     assert not result["promoted"] and result["champion"] == better and _champion(cfg) == better
-    assert "gain -0.5000" in result["reasons"][0]
-    tags = MlflowClient(cfg.mlflow.tracking_uri).get_model_version("sequence", str(worse)).tags
+    assert result["checks"]["real_psnr"]["low"] < 0 < result["checks"]["real_psnr"]["high"]
+    tags = MlflowClient(cfg.mlflow.tracking_uri).get_model_version("sequence", str(noisy)).tags
     assert "promotion.decision" not in tags  # audit tags come only from the process that moved the alias
-    _register(cfg, root, psnr=21.0)
-    tie = promote(cfg)
-    assert not tie["promoted"] and "a tie keeps the champion" in tie["reasons"][0]
+    worse = _register(cfg, root, psnr=0.5)
+    result = promote(cfg, score=score)
+    assert not result["promoted"] and result["reasons"][0].startswith("real_psnr: gain -0.")
+    assert result["checks"]["real_psnr"]["high"] < 0 and result["candidate"] == worse
     rollback = promote(cfg, version=first, force=True)
     assert rollback["promoted"] and rollback["previous_champion"] == better and _champion(cfg) == first
+    _register(cfg, root, psnr=2.0)
+    with pytest.raises(ValueError, match="pass a scorer"):
+        promote(cfg)
     with pytest.raises(ValueError, match="needs an explicit version"):
         promote(cfg, force=True)
     with pytest.raises(ValueError, match="has no version 99"):
@@ -168,9 +177,10 @@ def test_promotion_sequence_first_better_worse_tie_and_rollback(store: tuple[Con
 def test_concurrent_promotions_leave_one_champion_the_best(store: tuple[Config, Path]) -> None:
     cfg, root = store
     cfg = _named(cfg, "concurrent")
-    versions = {_register(cfg, root, psnr=20.0 + i): 20.0 + i for i in range(4)}
-    with multiprocessing.get_context("spawn").Pool(4) as pool:  # the children import only semivdn.registry
-        results = pool.starmap(promote, [(cfg, version) for version in versions])
+    versions = {_register(cfg, root, psnr=float(i)): float(i) for i in range(4)}
+    score = DiskScorer(cfg, root)
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(promote, [(cfg, version, False, score) for version in versions])
     best = max(versions, key=versions.__getitem__)
     assert _champion(cfg) == best
     # serialized decisions: only the first saw no champion, and each compared against the champion of its time
@@ -189,7 +199,7 @@ def test_lock_file_sits_next_to_the_sqlite_store() -> None:
 def test_logged_model_loads_as_pyfunc_and_desnows_a_clip(store: tuple[Config, Path]) -> None:
     cfg, root = store
     cfg = _named(cfg, "pyfunc")
-    version = _register(cfg, root, psnr=20.0, checkpoint=root / "M2" / "model.safetensors")
+    version = _register(cfg, root, psnr=0.0, checkpoint=root / "M2" / "model.safetensors")
     loaded = mlflow.pyfunc.load_model(f"models:/pyfunc/{version}")
     rng = np.random.default_rng(0)
     clip = rng.integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
@@ -208,7 +218,7 @@ def test_download_model_resolves_aliases_and_versions_to_the_checkpoint(store: t
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, root = store
     cfg = _named(cfg, "download")
-    version = _register(cfg, root, psnr=20.0, checkpoint=root / "M2" / "model.safetensors")
+    version = _register(cfg, root, psnr=0.0, checkpoint=root / "M2" / "model.safetensors")
     promote(cfg)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{root / 'elsewhere.db'}")  # the process-wide registry
     by_alias = download_model(cfg, "models:/download@champion")  # must not matter: the configured store is used

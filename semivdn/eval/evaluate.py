@@ -1,15 +1,25 @@
-"""Evaluate one method on the curated clips of a split (paper §4.3).
+"""Evaluate one method on the curated clips of a split, in both domains (paper §4.3).
 
-Paired metrics (PSNR, SSIM, LPIPS) are scored on every frame of every paired clip
-against its ground truth, NR metrics (NIMA, MUSIQ) on every frame of the real
-clips. Outputs are quantized to 8 bit first (what a user's video would hold).
-Each clip is averaged for ``per_clip.csv``; the summary averages over all frames,
-as the paper does. A metric that cannot be computed (weights missing, not
-configured, no clips of its kind) is null with its reason under ``unavailable``.
+Two domains, each scored on the split's clips:
+
+- ``paired``: the synthetic paired clips, full-reference metrics (PSNR, SSIM, LPIPS)
+  against their clean frames;
+- ``real``: the (proxy-)real clips. Full-reference metrics where held-back truth exists
+  (``truth_root/<split>/<clip>/``, written by ``semivdn data make`` outside the raw
+  folder; training never reads it) and the no-reference metrics (NIQE, NIMA, MUSIQ) on
+  every real clip, truth or not.
+
+Outputs are quantized to 8 bit first (what a user's video would hold). Each clip's
+frames are averaged into ``per_clip.csv`` (the unit the report and the promotion gate
+resample); ``summary.json`` holds, per ``<domain>_<metric>``, the mean over clips with
+its 95 % bootstrap interval (:mod:`semivdn.eval.stats`). A metric that cannot be
+computed (weights missing, not configured, no clips or no truth) is null with its
+reason under ``unavailable``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,13 +38,15 @@ from semivdn.devices import resolve_device
 from semivdn.eval.baselines import BASELINES, Method
 from semivdn.eval.grids import save_grid
 from semivdn.eval.metrics import Metric, create_metric
-from semivdn.eval.specs import METRIC_ORDER, METRICS, SUMMARY_FILE
+from semivdn.eval.specs import DOMAINS, METRIC_ORDER, METRICS, PER_CLIP_FILE, SUMMARY_FILE, metric_key
+from semivdn.eval.stats import bootstrap_mean
 from semivdn.tracking import configure_mlflow, existing_run
 
 log = logging.getLogger(__name__)
 
-PER_CLIP = "per_clip.csv"
+PER_CLIP = PER_CLIP_FILE
 GRIDS = "grids"
+SPLITS = ("train", "val", "test")
 
 
 def _load_method(cfg: Config, model_ref: str, device: torch.device) -> tuple[Method, dict[str, Any]]:
@@ -74,15 +86,15 @@ def _quantize(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _score(metrics: list[Metric], output: torch.Tensor, reference: torch.Tensor | None,
-           batch: int) -> dict[str, list[float]]:
-    """Per-frame scores of every available metric, ``batch`` frames at a time."""
-    scores: dict[str, list[float]] = {}
-    for metric in (m for m in metrics if m.available):
+           batch: int) -> dict[str, float]:
+    """Each available metric's mean over the clip's frames, ``batch`` frames at a time."""
+    scores: dict[str, float] = {}
+    for metric in (m for m in metrics if m.available and m.paired == (reference is not None)):
         values: list[float] = []
         for start in range(0, output.shape[0], batch):
             ref = None if reference is None else reference[start:start + batch]
             values.extend(metric(output[start:start + batch], ref).tolist())
-        scores[metric.name] = values
+        scores[metric.name] = sum(values) / len(values)
     return scores
 
 
@@ -95,10 +107,20 @@ def _grid_panels(name: str, snowy: torch.Tensor, output: torch.Tensor,
     return panels
 
 
+def with_truth(clips: list[ClipRef], truth_root: Path | None, split: str) -> list[ClipRef]:
+    """Real clips with their held-back clean frames attached where ``truth_root/<split>/<clip>`` exists."""
+    if truth_root is None:
+        return clips
+    attached = []
+    for clip in clips:
+        folder = Path(truth_root) / split / clip.clip_id.rsplit("/", 1)[-1]
+        attached.append(dataclasses.replace(clip, clean=folder) if folder.is_dir() else clip)
+    return attached
+
+
 def _evaluate_clips(clips: list[ClipRef], source: str, method: Method, metrics: list[Metric], name: str,
-                    cfg: Config, grids_dir: Path) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+                    cfg: Config, grids_dir: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    frame_scores: dict[str, list[float]] = {m.name: [] for m in metrics if m.available}
     for index, clip in enumerate(tqdm(clips, desc=f"evaluate {name} ({source})", unit="clip")):
         snowy = read_clip(clip.snowy)
         output = _quantize(method(snowy))
@@ -106,37 +128,53 @@ def _evaluate_clips(clips: list[ClipRef], source: str, method: Method, metrics: 
         if output.shape != snowy.shape or (clean is not None and clean.shape != snowy.shape):
             raise ValueError(f"clip {clip.clip_id}: input {tuple(snowy.shape)}, output {tuple(output.shape)} and "
                              f"ground truth {None if clean is None else tuple(clean.shape)} must have one shape")
-        scores = _score(metrics, output, clean, cfg.inference.batch_frames)
-        for metric_name, values in scores.items():
-            frame_scores[metric_name].extend(values)
+        scores = _score(metrics, output, clean, cfg.inference.batch_frames) if clean is not None else {}
+        if source == "real":
+            scores.update(_score(metrics, output, None, cfg.inference.batch_frames))
         rows.append({"clip_id": clip.clip_id, "source": source, "frames": snowy.shape[0],
-                     **{m: sum(v) / len(v) for m, v in scores.items()}})
+                     "truth": clean is not None, **scores})
         if index < cfg.eval.grid_clips:
             save_grid(grids_dir / f"{clip.clip_id.replace('/', '__')}.png", _grid_panels(name, snowy, output, clean))
-    return rows, frame_scores
+    return rows
 
 
-def _summarize(cfg: Config, split: str, paired_clips: list[ClipRef], real_clips: list[ClipRef],
-               metrics: list[Metric], frame_scores: dict[str, list[float]]) -> tuple[dict[str, Any], dict[str, str]]:
-    values: dict[str, float | None] = {}
+def _unavailable(cfg: Config, domain: str, metric: str, split: str, table: pd.DataFrame,
+                 built: dict[str, Metric]) -> str | None:
+    """Why ``<domain>_<metric>`` has no number, or None when it has one."""
+    spec = METRICS[metric]
+    listed = cfg.eval.metrics_paired if spec.paired else cfg.eval.metrics_real
+    rows = table[table.source == domain]
+    if metric not in listed:
+        return f"not listed in eval.{'metrics_paired' if spec.paired else 'metrics_real'}"
+    if rows.empty:
+        return f"no {domain} clips in split {split!r}"
+    if spec.paired and not rows.truth.any():
+        return f"no {domain} clip in split {split!r} has held-back truth (paths.real_truth)"
+    if not built[metric].available:
+        return str(built[metric].unavailable)
+    return None
+
+
+def summarize(cfg: Config, split: str, table: pd.DataFrame,
+              built: dict[str, Metric]) -> tuple[dict[str, dict[str, Any] | None], dict[str, str]]:
+    """Per ``<domain>_<metric>``: the mean over clips with its bootstrap interval, or None and the reason."""
+    values: dict[str, dict[str, Any] | None] = {}
     unavailable: dict[str, str] = {}
-    by_name = {m.name: m for m in metrics}
-    for name in METRIC_ORDER:
-        paired = METRICS[name].paired
-        configured = cfg.eval.metrics_paired if paired else cfg.eval.metrics_real
-        clips = paired_clips if paired else real_clips
-        values[name] = None
-        if name not in configured:
-            unavailable[name] = f"not listed in eval.{'metrics_paired' if paired else 'metrics_real'}"
-        elif not clips:
-            unavailable[name] = f"no {'paired' if paired else 'real'} clips in split {split!r}"
-        elif not by_name[name].available:
-            unavailable[name] = str(by_name[name].unavailable)
-        else:
-            scores = frame_scores[name]
-            values[name] = sum(scores) / len(scores)
-            if not math.isfinite(values[name]):
-                raise RuntimeError(f"metric {name} is not finite ({values[name]}) on split {split!r}")
+    for domain in DOMAINS:
+        for metric in METRIC_ORDER:
+            if domain == "paired" and not METRICS[metric].paired:
+                continue  # synthetic pairs are judged against their truth only
+            key = metric_key(domain, metric)
+            reason = _unavailable(cfg, domain, metric, split, table, built)
+            values[key] = None
+            if reason is not None:
+                unavailable[key] = reason
+                continue
+            scores = table.loc[(table.source == domain) & table[metric].notna(), metric]
+            interval = bootstrap_mean(scores.to_numpy(), cfg.eval.bootstrap, cfg.eval.confidence, cfg.seed)
+            if not math.isfinite(interval.mean):
+                raise RuntimeError(f"metric {key} is not finite ({interval.mean}) on split {split!r}")
+            values[key] = interval.to_dict()
     return values, unavailable
 
 
@@ -146,48 +184,55 @@ def _log_to_mlflow(cfg: Config, meta: dict[str, Any], name: str, split: str, sum
     configure_mlflow(cfg)
     run_id = existing_run(meta.get("mlflow_run_id"))
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"eval-{name}") as run:
-        mlflow.log_metrics({f"{split}_{m}": summary[m] for m in METRIC_ORDER if summary[m] is not None})
-        mlflow.set_tags({f"{split}_{m}.unavailable": reason[:5000] for m, reason in summary["unavailable"].items()})
+        for key, value in summary["metrics"].items():
+            if value is not None:
+                mlflow.log_metrics({f"{split}_{key}{suffix}": value[part] for suffix, part in
+                                    (("", "mean"), ("_low", "low"), ("_high", "high")) if value[part] is not None})
+        mlflow.set_tags({f"{split}_{key}.unavailable": reason[:5000] for key, reason in summary["unavailable"].items()})
         mlflow.set_tags({"eval.name": name, "eval.model_ref": summary["model_ref"]})
         mlflow.log_artifacts(str(out_dir), artifact_path=f"eval/{split}/{name}")
         return run.info.run_id
 
 
 def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root: Path, curated: Path,
-             out_dir: Path) -> dict[str, Any]:
-    """Score ``model_ref`` (checkpoint, ``models:/`` URI, ``input`` or ``median3``) on ``split``; write
-    ``per_clip.csv``, ``summary.json`` and ``grids/`` under ``out_dir``; log them to MLflow."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+             out_dir: Path, truth_root: Path | None = None) -> dict[str, Any]:
+    """Score ``model_ref`` (checkpoint, ``models:/`` URI, ``input`` or ``median3``) on ``split`` of both
+    domains; write ``per_clip.csv``, ``summary.json`` and ``grids/`` under ``out_dir``; log them to MLflow.
+
+    ``truth_root`` holds the real clips' held-back clean frames (None: the real domain gets NR metrics only).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     manifest = load_manifest(curated)
     paired_clips = [c for c in clip_refs(manifest, raw_root, "paired", split) if c.clean is not None]
-    real_clips = clip_refs(manifest, raw_root, "real", split)
+    real_clips = with_truth(clip_refs(manifest, raw_root, "real", split), truth_root, split)
     if not paired_clips and not real_clips:
         raise ValueError(f"{curated}: the manifest has no clips in split {split!r}")
     device = resolve_device(cfg.train.device)
     method, meta = _load_method(cfg, model_ref, device)
     name = name or _default_name(model_ref, meta)
-    paired_metrics = _create_metrics(cfg, cfg.eval.metrics_paired, True, device) if paired_clips else []
-    real_metrics = _create_metrics(cfg, cfg.eval.metrics_real, False, device) if real_clips else []
+    with_reference = bool(paired_clips) or any(c.clean is not None for c in real_clips)
+    metrics = _create_metrics(cfg, cfg.eval.metrics_paired, True, device) if with_reference else []
+    metrics += _create_metrics(cfg, cfg.eval.metrics_real, False, device) if real_clips else []
+    built = {m.name: m for m in metrics}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     grids_dir = out_dir / GRIDS
-    paired_rows, paired_scores = _evaluate_clips(paired_clips, "paired", method, paired_metrics, name, cfg, grids_dir)
-    real_rows, real_scores = _evaluate_clips(real_clips, "real", method, real_metrics, name, cfg, grids_dir)
-    values, unavailable = _summarize(cfg, split, paired_clips, real_clips, paired_metrics + real_metrics,
-                                     {**paired_scores, **real_scores})
-    paired_frames = sum(row["frames"] for row in paired_rows)
-    real_frames = sum(row["frames"] for row in real_rows)
+    rows = _evaluate_clips(paired_clips, "paired", method, metrics, name, cfg, grids_dir)
+    rows += _evaluate_clips(real_clips, "real", method, metrics, name, cfg, grids_dir)
+    table = pd.DataFrame(rows, columns=["clip_id", "source", "frames", "truth", *METRIC_ORDER])
+    values, unavailable = summarize(cfg, split, table, built)
     summary: dict[str, Any] = {
         "name": name, "variant": str(meta.get("variant", name)), "model_ref": model_ref,
         "checkpoint_sha256": meta.get("checkpoint_sha256"),  # what `register` checks: these scores are this file's
-        "split": split, **values, "unavailable": unavailable, "frames": paired_frames + real_frames,
-        "paired_frames": paired_frames, "real_frames": real_frames,
-        "paired_clips": len(paired_rows), "real_clips": len(real_rows),
+        "split": split, "metrics": values, "unavailable": unavailable,
+        "clips": {domain: int((table.source == domain).sum()) for domain in DOMAINS},
+        "frames": {domain: int(table.loc[table.source == domain, "frames"].sum()) for domain in DOMAINS},
+        "real_clips_with_truth": int(table.loc[table.source == "real", "truth"].sum()),
+        "interval": f"{cfg.eval.confidence:.0%} percentile bootstrap over clips ({cfg.eval.bootstrap} resamples)",
     }
-    columns = ["clip_id", "source", "frames", *METRIC_ORDER]
-    pd.DataFrame(paired_rows + real_rows, columns=columns).to_csv(out_dir / PER_CLIP, index=False)
+    table.to_csv(out_dir / PER_CLIP, index=False)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     summary["mlflow_run_id"] = _log_to_mlflow(cfg, meta, name, split, summary, out_dir)
-    log.info("%s on %s: %s", name, split, {m: summary[m] for m in METRIC_ORDER})
+    log.info("%s on %s: %s", name, split, {k: v["mean"] for k, v in values.items() if v is not None})
     return summary

