@@ -2,7 +2,7 @@
 
     python benchmarks/inference.py --output benchmarks/results/inference.json
 
-For each params.yaml profile given (default ``demo`` and ``paper``), with random weights
+For each params.yaml profile given (default ``demo``, ``release`` and ``paper``), with random weights
 (``model.encoder_weights`` forced to ``none``), it writes one object with:
 
 - ``params``: trainable parameters.
@@ -170,7 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, help="JSON file to write")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--profiles", nargs="+", default=["demo", "paper"])
+    parser.add_argument("--profiles", nargs="+", default=["demo", "release", "paper"])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting (the best is reported)")
     parser.add_argument("--child-rss", metavar="SPEC_JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
