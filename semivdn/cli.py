@@ -112,8 +112,10 @@ def _report(args: argparse.Namespace, cfg: Config) -> Any:
 
 
 def _register(args: argparse.Namespace, cfg: Config) -> Any:
-    from semivdn.registry import register_model
+    from semivdn.registry import register_model, seed_champion
 
+    if args.first_champion:
+        return seed_champion(cfg, Path(args.model), args.variant, Path(args.eval) if args.eval else None)
     return register_model(cfg, checkpoint=Path(args.model), variant=args.variant,
                           eval_dir=Path(args.eval) if args.eval else None, alias=args.alias)
 
@@ -239,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--variant", required=True)
     reg.add_argument("--eval", help="evaluation folder whose metrics become tags")
     reg.add_argument("--alias", default="candidate")
+    reg.add_argument("--first-champion", action="store_true",
+                     help="make it the champion if the registry has none; else do nothing (seeds the registry)")
 
     pro = command("promote", _promote, "re-score candidate and champion on the current test data; move `champion` "
                   "only if the lower bound of the paired gain on promote.gate clears promote.min_gain")

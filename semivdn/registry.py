@@ -185,6 +185,23 @@ def register_model(cfg: Config, checkpoint: Path, variant: str, eval_dir: Path |
             "metrics": {k: v and v["mean"] for k, v in summary.get("metrics", {}).items()} if summary else {}}
 
 
+def seed_champion(cfg: Config, checkpoint: Path, variant: str, eval_dir: Path | None) -> dict[str, Any]:
+    """Make ``checkpoint`` the first champion of a registry that has none; leave one that has a champion alone.
+
+    ``make demo`` seeds the registry with the shipped release model, so the model trained next faces
+    the gate against it like any later candidate, and re-running the demo never unseats a champion.
+    """
+    champion = _by_alias(_client(cfg), cfg.mlflow.model_name, CHAMPION)
+    if champion is not None:
+        log.info("%s already has a %s (version %s): nothing to seed", cfg.mlflow.model_name, CHAMPION,
+                 champion.version)
+        return {"seeded": False, "champion": int(champion.version)}
+    registered = register_model(cfg, checkpoint, variant, eval_dir, alias=CHAMPION)
+    _client(cfg).set_model_version_tag(cfg.mlflow.model_name, str(registered["version"]), "promotion.decision",
+                                       "first champion: the registry had none")
+    return {"seeded": True, **registered}
+
+
 def _by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     try:
         return client.get_model_version_by_alias(name, alias)

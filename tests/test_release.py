@@ -12,7 +12,7 @@ import torch
 from semivdn.config import Config, Model
 from semivdn.models import create_model, save_checkpoint
 from semivdn.models.checkpoint import CheckpointError
-from semivdn.registry import default_model_ref
+from semivdn.registry import default_model_ref, seed_champion
 from semivdn.release import CHECKPOINT_NAME, MANIFEST_NAME, build_release, release_checkpoint
 
 TINY_MODEL = Model(dim=16, heads=2, decoder_channels=8)
@@ -74,3 +74,21 @@ def test_default_model_is_the_release_model_without_a_registry(smoke_cfg: Config
     assert default_model_ref(cfg) == "release"
     assert not database.exists()  # asking does not create a registry
 
+
+
+def test_seed_champion_only_fills_an_empty_registry(smoke_cfg: Config, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = dataclasses.replace(smoke_cfg, mlflow=dataclasses.replace(
+        smoke_cfg.mlflow, tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}",
+        artifact_location=str(tmp_path / "artifacts"), model_name="seeded"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.mlflow.tracking_uri)
+    checkpoints = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        checkpoints.append(save_checkpoint(tmp_path / f"m{seed}" / "model.safetensors", create_model(TINY_MODEL),
+                                           TINY_MODEL, meta={"variant": "full"}))
+    first = seed_champion(cfg, checkpoints[0], "full", None)
+    assert first["seeded"] and first["alias"] == "champion"
+    again = seed_champion(cfg, checkpoints[1], "full", None)  # a champion exists: nothing changes
+    assert again == {"seeded": False, "champion": first["version"]}
+    assert default_model_ref(cfg) == "models:/seeded@champion"

@@ -47,7 +47,7 @@ PAPER: dict[str, tuple[float | None, ...]] = {
     "M3": (25.29, 0.9237, 0.0806, None, 4.239, 51.05),
     "full": (25.68, 0.9254, 0.0785, None, 4.259, 51.57),
 }
-DISPLAY = {"full": "SemiVDN (full)"}
+DISPLAY = {"full": "SemiVDN (full)", "release": "release model (shipped)"}
 BASELINE_ROWS = ("input", "median3")
 COMPONENTS = (("TDE", "tde"), ("SST", "mean_teacher"), ("DCR", "dcr"))
 TABLES = (  # (title, domain, metrics, paper source of the published row)
