@@ -224,7 +224,7 @@ def test_report_shows_both_domains_intervals_and_paired_comparisons(evaluations:
     real_header = next(line for line in table if "NIQE↓" in line)
     assert real_header == "| Method | TDE | SST | DCR | PSNR↑ | SSIM↑ | LPIPS↓ | NIQE↓ | NIMA↑ | MUSIQ↑ |"
     comparison = next(line for line in table if line.startswith("| SemiVDN (full) − M2 |"))
-    assert "+1.00 [+1.00, +1.00] ✓" in comparison  # every clip exactly +1 dB: significant, zero width
+    assert "+1.000 [+1.000, +1.000] ✓" in comparison  # every clip exactly +1 dB: significant, zero width
     assert "| median3 − input |" in text and "Resolution:" in text and "weights withheld" in text
     assert (root / "report" / "grids" / "full" / grid.name).is_file()
     html = (root / "report" / "ablation.html").read_text()

@@ -171,7 +171,7 @@ def _comparison_table(cfg: Config, rows: list[Row]) -> tuple[Table, list[dict[st
                 line.append("n/a")
                 continue
             judged = verdict(delta, metric)
-            line.append(f"{delta.format(DECIMALS[metric], signed=True)} {_VERDICT_MARK[judged]}")
+            line.append(f"{delta.format(DECIMALS[metric] + 1, signed=True)} {_VERDICT_MARK[judged]}")
             records.append({"first": first, "second": second, "domain": domain, "metric": metric,
                             **delta.to_dict(), "verdict": judged})
         cells.append(line)
