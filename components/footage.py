@@ -4,29 +4,30 @@ Component functions are plain Python (Kubeflow serializes their source into the
 step): imports live inside them, and each runs one ``semivdn footage`` command.
 """
 
-from typing import NamedTuple
-
 from kfp.dsl import Dataset, Output
 
 
-def footage_sensor(footage_uri: str, raw_uri: str, params_file: str, profile: str, mlflow_tracking_uri: str
-                   ) -> NamedTuple("SensorOutputs", [("action", str), ("data_fingerprint", str)]):
-    """``semivdn footage check``: ``sweep``, ``retrain`` or ``skip`` (footage fingerprint vs the champion's tag);
-    ``semivdn footage fingerprint``: the content of the raw data and the footage, ingestion's cache key."""
-    from collections import namedtuple
-
+def footage_sensor(footage_uri: str, params_file: str, profile: str, mlflow_tracking_uri: str) -> str:
+    """``semivdn footage check``: ``sweep``, ``retrain`` or ``skip`` (footage fingerprint vs the champion's tag)."""
     from components.step import run_semivdn
 
     decision = run_semivdn(["footage", "check", "--footage", footage_uri], params_file, profile, mlflow_tracking_uri)
+    return decision.action
+
+
+def fingerprint_data(raw_uri: str, footage_uri: str, params_file: str, profile: str) -> str:
+    """``semivdn footage fingerprint``: the content of the raw data and the footage, ingestion's cache key."""
+    from components.step import run_semivdn
+
     content = run_semivdn(["footage", "fingerprint", "--raw", raw_uri, "--footage", footage_uri], params_file, profile)
-    return namedtuple("SensorOutputs", ["action", "data_fingerprint"])(decision.action, content["data_fingerprint"])
+    return content["data_fingerprint"]
 
 
 def ingest_footage(raw_uri: str, footage_uri: str, data_fingerprint: str, params_file: str, profile: str,
                    raw: Output[Dataset]) -> str:
     """``semivdn footage stage``: the raw data plus the footage in its real train split; the footage fingerprint.
 
-    ``data_fingerprint`` (the sensor's) makes the step's cache key the content of its
+    ``data_fingerprint`` (of :func:`fingerprint_data`) makes the step's cache key the content of its
     inputs, not their names: an unchanged rerun reuses it, and curation after it.
     """
     from components.step import run_semivdn

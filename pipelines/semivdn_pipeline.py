@@ -61,7 +61,7 @@ class StepPolicy:
 
     Steps that read mutable external state (the footage location, the registry)
     never use the cache: their inputs are URIs whose content changes. Ingestion
-    does, keyed on the sensor's data fingerprint (the content behind those URIs),
+    does, keyed on the data fingerprint (the content behind those URIs),
     so an unchanged rerun reuses ingestion, curation and training. ``shm``
     sizes the in-memory /dev/shm that PyTorch DataLoader workers share tensors
     through (a pod's default is 64 MiB).
@@ -169,13 +169,14 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
                          baselines: list[str] = BASELINES) -> None:
         config = {"params_file": params_file, "profile": profile}
         tracked = {**config, "mlflow_tracking_uri": mlflow_tracking_uri}
-        sensor = apply(steps.footage_sensor(footage_uri=footage_uri, raw_uri=raw_uri, **tracked), SENSOR,
-                       "check for new footage")
-        action = sensor.outputs["action"]
+        sensor = apply(steps.footage_sensor(footage_uri=footage_uri, **tracked), SENSOR, "check for new footage")
+        action = sensor.output
 
         with dsl.If(action != "skip", name="new-footage"):
+            content = apply(steps.fingerprint_data(raw_uri=raw_uri, footage_uri=footage_uri, **config), LIGHT,
+                            "fingerprint the data (cache key)")
             ingest = apply(steps.ingest_footage(raw_uri=raw_uri, footage_uri=footage_uri,
-                                                data_fingerprint=sensor.outputs["data_fingerprint"], **config),
+                                                data_fingerprint=content.output, **config),
                            DATA, "ingest footage into the raw data")
             curate = apply(steps.curate_data(raw=ingest.outputs["raw"], **config), CURATE,
                            "curate: validate and quarantine clips")

@@ -43,8 +43,8 @@ from semivdn.footage import FINGERPRINT_TAG, fingerprint
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
 GOLDEN = ROOT / "tests" / "golden" / "semivdn_pipeline.yaml"
-STEPS = {"footage-sensor", "ingest-footage", "curate-data", "train-variant", "evaluate-model", "ablation-report",
-         "register-candidate", "promote-candidate"}
+STEPS = {"footage-sensor", "fingerprint-data", "ingest-footage", "curate-data", "train-variant", "evaluate-model",
+         "ablation-report", "register-candidate", "promote-candidate"}
 PARAMETERS = {"profile", "params_file", "raw_uri", "footage_uri", "mlflow_tracking_uri", "checkpoint_root", "variants",
               "retrain_variants", "candidate", "baselines"}
 
@@ -129,14 +129,15 @@ def test_dag_edges_follow_the_sensor_curate_train_evaluate_report_register_promo
     root = _tasks(spec, spec["root"])
     new_footage = root["new-footage"]
     assert new_footage.depends_on == ["check for new footage"]
-    assert new_footage.condition == "inputs.parameter_values['pipelinechannel--footage-sensor-action'] != 'skip'"
+    assert new_footage.condition == "inputs.parameter_values['pipelinechannel--footage-sensor-Output'] != 'skip'"
     inner = new_footage.children
     curate, ingest = "curate: validate and quarantine clips", "ingest footage into the raw data"
     assert inner[curate].depends_on == [ingest]
+    assert inner[ingest].depends_on == ["fingerprint the data (cache key)"]
     branches = next(t for t in inner.values() if t.children and not t.condition)
     assert branches.depends_on == sorted([curate, ingest])
 
-    sweep_condition = "inputs.parameter_values['pipelinechannel--footage-sensor-action'] == 'sweep'"
+    sweep_condition = "inputs.parameter_values['pipelinechannel--footage-sensor-Output'] == 'sweep'"
     assert branches.children["ablation-sweep"].condition == sweep_condition
     assert branches.children["retrain-from-champion"].condition == f"!({sweep_condition})"
     sweep = branches.children["ablation-sweep"].children
@@ -206,16 +207,17 @@ def _all_tasks(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def test_caching_only_for_steps_keyed_on_their_inputs_and_retries_except_the_sensor(
         compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
     spec, _ = compiled
-    # ingestion's cache key includes the content fingerprint of the data, computed fresh by the sensor
+    # ingestion's cache key includes the content fingerprint of the data, computed fresh each run
     [ingest] = [t for t in _all_tasks(spec) if t["componentRef"]["name"] == "comp-ingest-footage"]
     assert ingest["inputs"]["parameters"]["data_fingerprint"] == {
-        "componentInputParameter": "pipelinechannel--footage-sensor-data_fingerprint"}
+        "taskOutputParameter": {"producerTask": "fingerprint-data", "outputParameterKey": "Output"}}
     steps = [t for t in _all_tasks(spec) if t["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
              in STEPS]
     for task in steps:
         component = task["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
         cached = task.get("cachingOptions", {}).get("enableCache", False)
-        external_state = component in {"footage-sensor", "register-candidate", "promote-candidate"}
+        external_state = component in {"footage-sensor", "fingerprint-data", "register-candidate",
+                                       "promote-candidate"}
         assert cached is not external_state, component
         retries = task.get("retryPolicy", {}).get("maxRetryCount", 0)
         # a missing footage location fails once, clearly; everything else retries transient failures
