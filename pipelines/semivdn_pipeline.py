@@ -1,7 +1,7 @@
 """The SemiVDN Kubeflow pipeline: footage sensor -> curate -> train -> evaluate -> report -> register -> promote.
 
 ```
-footage-sensor ──(action != skip)──> ingest-footage -> curate-data
+footage-sensor ──(action != skip)──> fingerprint-data -> ingest-footage (cached on the fingerprint) -> curate-data
   action == sweep (no champion yet): the ablation, paper Table 2
     baselines (ParallelFor: input, median3) ─────────────┐
     M1 -> evaluate ──────────────────────────────────────┤
@@ -14,9 +14,10 @@ footage-sensor ──(action != skip)──> ingest-footage -> curate-data
       train -> evaluate ──(Collected)──> register-candidate -> promote-candidate
 ```
 
-Resources, retries and caching are set per step kind. Cluster settings that
-``kfp.local`` ignores (GPU limits, the S3 secret and the environment ConfigMap
-of infra/k8s) live in the same spec, so one definition serves both.
+Resources, deadlines, retries and caching are set per step kind. Cluster settings
+that ``kfp.local`` ignores (GPU limits, secrets, the ConfigMap of infra/k8s, the
+checkpoint PVC, /dev/shm, the run-id label) live in the same spec, so one
+definition serves a cluster, ``run-local`` and ``run-local --runner docker``.
 
 Kubeflow reads parameter types and defaults from the pipeline function's signature,
 so this module does not use ``from __future__ import annotations``.
