@@ -519,4 +519,4 @@ def test_run_local_trains_then_skips_then_retrains_on_new_footage(tmp_path: Path
     quarantine = pd.read_csv(retrain / "curate-data" / "curated" / "quarantine.csv")
     assert quarantine["path"].tolist() == ["real/train/footage-broken.mp4"]
     assert {p.name: p.read_bytes() for p in (tmp_path / "incoming").iterdir()} == footage  # nothing lost
-    assert (Path(cfg.paths.raw) / "real" / "train" / "footage-broken.mp4").is_file()
+    assert not (Path(cfg.paths.raw) / "real" / "train" / "footage-broken.mp4").exists()  # staging changes no data
