@@ -130,6 +130,12 @@ def _promote(args: argparse.Namespace, cfg: Config) -> Any:
                                 version=args.version, force=args.version is not None)
 
 
+def _figure(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.eval.figure import median_figure
+
+    return median_figure(Path(args.eval), args.domains, Path(args.out))
+
+
 def _release(args: argparse.Namespace, cfg: Config) -> Any:
     from semivdn.release import ASSETS, build_release
 
@@ -251,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_argument("--curated", help="curated folder (default: paths.curated)")
     pro.add_argument("--truth", help="held-back clean frames of the real clips (default: paths.real_truth)")
     pro.add_argument("--out", help="where both evaluations go (default: paths.reports/promotion)")
+
+    fig = command("figure", _figure, "the README picture: each domain's median-PSNR test clip, input | model | truth")
+    fig.add_argument("--eval", required=True, help="`semivdn evaluate` folder of the model to show")
+    fig.add_argument("--domains", nargs="+", default=["real", "paired"], choices=("real", "paired"))
+    fig.add_argument("--out", required=True, help="PNG to write")
 
     rel = command("release", _release, "ship a trained checkpoint as the release model, with manifest and model card")
     rel.add_argument("--model", required=True, help="the trained checkpoint to ship")

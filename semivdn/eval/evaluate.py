@@ -38,14 +38,13 @@ from semivdn.devices import resolve_device
 from semivdn.eval.baselines import BASELINES, Method
 from semivdn.eval.grids import save_grid
 from semivdn.eval.metrics import Metric, create_metric
-from semivdn.eval.specs import DOMAINS, METRIC_ORDER, METRICS, PER_CLIP_FILE, SUMMARY_FILE, metric_key
+from semivdn.eval.specs import DOMAINS, GRIDS, METRIC_ORDER, METRICS, PER_CLIP_FILE, SUMMARY_FILE, metric_key
 from semivdn.eval.stats import bootstrap_mean
 from semivdn.tracking import configure_mlflow, existing_run
 
 log = logging.getLogger(__name__)
 
 PER_CLIP = PER_CLIP_FILE
-GRIDS = "grids"
 SPLITS = ("train", "val", "test")
 
 

@@ -32,8 +32,7 @@ import pandas as pd
 
 from semivdn.config import Config
 from semivdn.eval.compare import load_per_clip, paired_delta, verdict
-from semivdn.eval.evaluate import GRIDS
-from semivdn.eval.specs import DECIMALS, METRIC_ORDER, METRICS, SUMMARY_FILE, metric_key
+from semivdn.eval.specs import DECIMALS, GRIDS, METRIC_ORDER, METRICS, SUMMARY_FILE, metric_key
 from semivdn.eval.stats import Interval
 from semivdn.tracking import configure_mlflow
 

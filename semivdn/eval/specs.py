@@ -12,6 +12,7 @@ from typing import Any
 METRIC_ORDER = ("psnr", "ssim", "lpips", "niqe", "nima", "musiq")  # Tables 1 and 2's columns, plus NIQE
 SUMMARY_FILE = "summary.json"  # what `semivdn evaluate` writes; the report and the registry read it
 DECIMALS = {"psnr": 2, "ssim": 4, "lpips": 4, "niqe": 3, "nima": 3, "musiq": 2}  # the paper's precision
+GRIDS = "grids"  # the folder of before/after/ground-truth grids beside the summary
 PER_CLIP_FILE = "per_clip.csv"  # one row per clip: the unit that intervals and paired differences resample
 DOMAINS = ("paired", "real")  # synthetic pairs; (proxy-)real footage, with held-back truth where it exists
 
