@@ -81,7 +81,7 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Se
         "training": [{key: stage.get(key) for key in ("variant", "iterations", "seconds", "it_per_s", "mlflow_run_id")}
                      for stage in stages],
         "hardware": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-                     "cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+                     "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()},  # where it was built
         "evaluation": summaries,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         *[f"- Stage {i + 1}: `{stage.get('variant')}`, {stage.get('iterations')} iterations, "
           f"{float(stage.get('seconds') or 0) / 60:.1f} min at {stage.get('it_per_s')} it/s"
           for i, stage in enumerate(training)],
-        f"- Hardware: {manifest['hardware']['processor']}, {manifest['hardware']['cpu_threads']} CPU threads, "
+        f"- Hardware: {manifest['hardware']['processor']}, {manifest['hardware']['cpu_count']} CPU cores, "
         f"CUDA {'yes' if manifest['hardware']['cuda'] else 'no'}; {hours:.2f} h of training in all.", "",
         "## How well it does",
         "Test splits of the release profile's data (disjoint scenes), every frame; 95 % bootstrap intervals over "
