@@ -125,7 +125,11 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "clips. `paired`: synthetic Eq. 1 snow; `real`: the proxy-real domain (an independent 3-D particle snow "
         "model with held-back truth), which training saw only as unlabelled footage.", "",
         *_metrics_table(manifest["evaluation"]), "",
+        *_gains(manifest["evaluation"]),
         "## Known limits",
+        "- Read the gains above before trusting it on your footage: where the proxy-real gain is negative, the "
+        "model changes realistic light snowfall footage more than it helps it (it removes haze that is not "
+        "there and darkens; `semivdn/eval/harm.py` measures this on snow-free clips).",
         "- Trained on synthetic and proxy-real snow only: real footage with snow unlike both (heavy wet snow on the "
         "lens, night-time flash-lit flakes) may keep flakes.",
         "- Trained at 96-pixel crops of 160-pixel frames; large frames are processed whole or in tiles "
@@ -137,6 +141,18 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "per their documentation) and procedural scenes painted by the project.", "",
     ]
     return "\n".join(lines)
+
+
+def _gains(evaluation: dict[str, Any], model: str = "release") -> list[str]:
+    """The model's mean PSNR gain over each baseline per domain (paired intervals are in the ablation report)."""
+    lines = []
+    for baseline in ("input", "median3"):
+        for key in ("paired_psnr", "real_psnr"):
+            ours = (evaluation.get(model, {}).get("metrics", {}).get(key) or {}).get("mean")
+            theirs = (evaluation.get(baseline, {}).get("metrics", {}).get(key) or {}).get("mean")
+            if ours is not None and theirs is not None:
+                lines.append(f"- {key.replace('_', ' ')}: {ours - theirs:+.2f} dB over {baseline}")
+    return [*lines, ""] if lines else []
 
 
 def _metrics_table(evaluation: dict[str, Any]) -> list[str]:
