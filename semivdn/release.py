@@ -33,6 +33,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 CHECKPOINT_NAME = "semivdn-release.safetensors"
 MANIFEST_NAME = "semivdn-release.json"
 MAX_BYTES = 20 * 1024 * 1024  # shipped in git: at most 20 MB
+SUMMARY_KEYS = ("name", "split", "metrics", "unavailable", "clips", "frames", "interval")  # no local paths or run ids
 
 
 def release_checkpoint(assets: Path = ASSETS) -> Path:
@@ -72,7 +73,8 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Se
         raise ValueError(f"{checkpoint}: {size / 2**20:.1f} MB exceeds the release limit of {MAX_BYTES / 2**20:.0f} MB")
     header = read_checkpoint_header(checkpoint)
     stages = [json.loads(Path(path).read_text()) for path in train_metrics]
-    summaries = {Path(d).name: json.loads((Path(d) / "summary.json").read_text()) for d in eval_dirs}
+    summaries = {Path(d).name: {key: value for key, value in json.loads((Path(d) / "summary.json").read_text()).items()
+                                if key in SUMMARY_KEYS} for d in eval_dirs}
     manifest = {
         "sha256": sha256_file(checkpoint),
         "bytes": size,
@@ -113,7 +115,8 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "## How it was trained",
         "- Data: the `release` profile of `semivdn data make` — paired clips over bundled photographs and procedural "
         "scenes (landscapes, towns, textures, shapes, interiors; night and low-contrast variants) with per-clip "
-        "domain-randomized Eq. 1 snow and snow-free identity pairs; unlabelled proxy-real clips for the mean teacher. "
+        "domain-randomized Eq. 1 snow and snow-free identity pairs (unlabelled proxy-real clips serve the "
+        "mean-teacher variants only). "
         "No test-split scene is used in training or tuning (splits are disjoint by scene).",
         *[f"- Stage {i + 1}: `{stage.get('variant')}`, {stage.get('iterations')} iterations, "
           f"{float(stage.get('seconds') or 0) / 60:.1f} min at {stage.get('it_per_s')} it/s"
@@ -127,9 +130,9 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         *_metrics_table(manifest["evaluation"]), "",
         *_gains(manifest["evaluation"]),
         "## Known limits",
-        "- Read the gains above before trusting it on your footage: where the proxy-real gain is negative, the "
-        "model changes realistic light snowfall footage more than it helps it (it removes haze that is not "
-        "there and darkens; `semivdn/eval/harm.py` measures this on snow-free clips).",
+        "- Snow-free footage is not left alone: the model removes haze that is not there and darkens clean "
+        "clips by a few per cent (`semivdn/eval/harm.py` measures it; tests/test_harm.py holds the bar it "
+        "does not yet meet: PSNR against the input >= 32 dB, luminance change <= 2 %).",
         "- Trained on synthetic and proxy-real snow only: real footage with snow unlike both (heavy wet snow on the "
         "lens, night-time flash-lit flakes) may keep flakes.",
         "- Trained at 96-pixel crops of 160-pixel frames; large frames are processed whole or in tiles "

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from semivdn.config import Config, Model
+from semivdn.data.video import FrameReader, FrameWriter
 from semivdn.models import create_model, save_checkpoint
 from semivdn.models.checkpoint import CheckpointError
-from semivdn.registry import default_model_ref, seed_champion
+from semivdn.registry import default_model_ref, resolve_checkpoint, seed_champion
 from semivdn.release import CHECKPOINT_NAME, MANIFEST_NAME, build_release, release_checkpoint
 
 TINY_MODEL = Model(dim=16, heads=2, decoder_channels=8)
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 @pytest.fixture()
@@ -92,3 +99,23 @@ def test_seed_champion_only_fills_an_empty_registry(smoke_cfg: Config, tmp_path:
     again = seed_champion(cfg, checkpoints[1], "full", None)  # a champion exists: nothing changes
     assert again == {"seeded": False, "champion": first["version"]}
     assert default_model_ref(cfg) == "models:/seeded@champion"
+
+
+def test_release_reference_resolves_to_the_checked_shipped_file(smoke_cfg: Config) -> None:
+    assert resolve_checkpoint(smoke_cfg, "release") == release_checkpoint()
+
+
+def test_fresh_clone_desnows_an_mp4_with_the_release_model(tmp_path: Path) -> None:
+    """No registry anywhere: desnow takes the shipped model and says so."""
+    frames = np.random.default_rng(0).integers(0, 255, (6, 48, 64, 3), dtype=np.uint8)
+    with FrameWriter(tmp_path / "snowy.mp4", fps=12) as writer:
+        for frame in frames:
+            writer.write(frame)
+    shutil.copy(PARAMS, tmp_path / "params.yaml")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    done = subprocess.run([sys.executable, "-m", "semivdn.cli", "desnow", "snowy.mp4", "-o", "clean.mp4"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert "using the release model" in done.stderr
+    assert json.loads(done.stdout)["frames"] == 6 and not (tmp_path / "mlruns.db").exists()
+    with FrameReader(tmp_path / "clean.mp4") as reader:
+        assert sum(1 for _ in reader) == 6
