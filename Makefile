@@ -21,6 +21,7 @@ demo: $(STAMP)
 	mkdir -p data/footage  # your real footage (semivdn footage ingest); empty is fine
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	$(MAKE) promote
+	$(BIN)/semivdn figure --eval reports/eval/release --domains real paired --out docs/demo.png
 	$(BIN)/semivdn metrics
 
 # Register the `full` model that `dvc repro` produced and let the gate decide on `champion`.

@@ -16,8 +16,7 @@ from semivdn.summary import WIDTH, metrics_table
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # Each stage's command, as the module its handler calls (semivdn/cli.py), whose import closure it runs.
 STAGE_ENTRY = {"resolve_params": "semivdn.config", "make_data": "semivdn.data.make", "curate": "semivdn.data.curate",
-               "train": "semivdn.train", "evaluate": "semivdn.eval.evaluate", "report": "semivdn.eval.report",
-               "figure": "semivdn.eval.figure"}
+               "train": "semivdn.train", "evaluate": "semivdn.eval.evaluate", "report": "semivdn.eval.report"}
 
 
 def _code_files(deps: list[str]) -> set[str]:
