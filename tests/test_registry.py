@@ -155,7 +155,7 @@ def test_promotion_sequence_first_better_noise_worse_and_rollback(store: tuple[C
     noisy = _register(cfg, root, psnr=1.0, noise=0.3)  # the champion plus noise: its tags even claim 99 dB
     result = promote(cfg, score=score)
     assert not result["promoted"] and result["champion"] == better and _champion(cfg) == better
-    assert result["checks"]["real_psnr"]["low"] < 0 < result["checks"]["real_psnr"]["high"]
+    assert result["checks"]["real_psnr"]["low"] < cfg.promote.min_gain  # the noise's interval does not clear the bar
     tags = MlflowClient(cfg.mlflow.tracking_uri).get_model_version("sequence", str(noisy)).tags
     assert "promotion.decision" not in tags  # audit tags come only from the process that moved the alias
     worse = _register(cfg, root, psnr=0.5)
