@@ -54,11 +54,6 @@ def release_checkpoint(assets: Path = ASSETS) -> Path:
     return checkpoint
 
 
-def release_manifest(assets: Path = ASSETS) -> dict[str, Any]:
-    """Provenance and metrics of the shipped model (``semivdn-release.json``)."""
-    return json.loads((assets / MANIFEST_NAME).read_text())
-
-
 def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Sequence[Path], out_dir: Path = ASSETS,
                   card: Path = Path("MODEL_CARD.md")) -> dict[str, Any]:
     """Ship ``checkpoint`` as the release model: copy, hash, manifest, model card.
