@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
 from torchvision.models.vgg import cfgs, make_layers
 
 from semivdn.config import Config, config_from_dict
@@ -34,7 +37,7 @@ from semivdn.losses import (
     load_perceptual_backbone,
     ramp_up,
 )
-from semivdn.losses.dcr import diagonal_log_density, gmm_from_state, gmm_state
+from semivdn.losses.dcr import GMM_REG_COVAR, diagonal_log_density, gmm_from_state, gmm_state, warm_em
 from semivdn.weights import CorruptWeightsError, MissingWeightsError
 
 VGG_FILE = "vgg16-397923af.pth"
@@ -142,6 +145,18 @@ def test_dark_channel_known_images() -> None:
         dark_channel(image, patch=4)
 
 
+@pytest.mark.parametrize("patch", [1, 5, 15])
+def test_dark_channel_is_the_minimum_over_each_clipped_square_window(patch: int) -> None:
+    images = torch.rand(2, 3, 11, 13, generator=torch.Generator().manual_seed(patch))
+    channel_min, half = images.amin(1), patch // 2
+    expected = torch.empty(2, 11, 13)
+    for y in range(11):
+        for x in range(13):
+            window = channel_min[:, max(0, y - half):y + half + 1, max(0, x - half):x + half + 1]
+            expected[:, y, x] = window.amin(dim=(1, 2))
+    assert torch.equal(dark_channel(images, patch)[:, 0], expected)
+
+
 # --- ramp-up --------------------------------------------------------------------------------------
 
 def test_ramp_up_known_points() -> None:
@@ -216,6 +231,25 @@ def test_warm_started_fit_converges_fast_to_the_same_mixture() -> None:
     assert warm.n_iter_ < cold.n_iter_
     assert np.allclose(np.sort(warm.means_, axis=0), np.sort(cold.means_, axis=0), atol=0.05)
     assert fit_gmm(samples[:, :2], k=3, start=cold).means_.shape == (3, 2)  # other dims: a cold start
+
+
+@pytest.mark.parametrize("max_iter", [1, 3, 100])
+def test_numpy_warm_em_is_scikit_learns_warm_fit(max_iter: int) -> None:
+    """Same start, same data: the same parameters and step count as GaussianMixture's warm-started fit."""
+    rng = np.random.default_rng(4)
+    start = fit_gmm(rng.standard_normal((300, 4)) * [1, 2, 0.5, 1], k=3)
+    samples = rng.standard_normal((256, 4)) * [1.1, 1.8, 0.6, 1] + 0.2
+    reference = GaussianMixture(3, covariance_type="diag", reg_covar=GMM_REG_COVAR, weights_init=start.weights_,
+                                means_init=start.means_, precisions_init=start.precisions_, max_iter=max_iter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reference.fit(samples)
+    ours = warm_em(samples, start, max_iter)
+    assert ours.n_iter_ == reference.n_iter_ and ours.converged_ == reference.converged_
+    for name in ("weights_", "means_", "covariances_"):
+        assert np.allclose(getattr(ours, name), getattr(reference, name), rtol=1e-9, atol=1e-12), name
+    assert ours.lower_bound_ == pytest.approx(reference.lower_bound_, rel=1e-9)
+    assert np.allclose(ours.score_samples(samples), reference.score_samples(samples))
 
 
 def test_gmm_state_round_trip_scores_identically() -> None:
