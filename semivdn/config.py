@@ -151,8 +151,9 @@ class SnowRandomization:
     Each clip draws its own snow style around ``snow``: density scaled by a log-uniform factor
     in ``density_scale``, flake size and fall speed scaled by ``size_scale``/``speed_scale``,
     streak, bokeh and clump shares, gusts and haze drawn anew; ``no_haze_fraction`` of clips
-    have no haze. All ones and zeros: every clip uses ``snow`` as is. (Snow-free pairs come
-    from ``data.identity_fraction`` at training time instead: curation rightly rejects a
+    have no haze; ``camera_fraction`` of clips are filmed through a noisy, compressing camera
+    (semivdn.data.camera). All ones and zeros: every clip uses ``snow`` as is. (Snow-free pairs
+    come from ``data.identity_fraction`` at training time instead: curation rightly rejects a
     paired clip whose input equals its truth.)
     """
 
@@ -161,11 +162,17 @@ class SnowRandomization:
     size_scale: tuple[float, float] = (1.0, 1.0)
     speed_scale: tuple[float, float] = (1.0, 1.0)
     vary_style: bool = False  # draw streak/bokeh shares, clump aspect, gusts and haze per clip
+    camera_fraction: float = 0.0  # clips filmed through a camera (semivdn.data.camera): noise and JPEG
+    read_noise: tuple[float, float] = (0.003, 0.02)  # σ of the camera's read noise, of full scale
+    jpeg_quality: tuple[int, int] = (45, 95)
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.no_haze_fraction <= 1.0, "paired_randomization.no_haze_fraction", "must lie in [0, 1]")
+        for name in ("no_haze_fraction", "camera_fraction"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"paired_randomization.{name}", "must lie in [0, 1]")
         for name in ("density_scale", "size_scale", "speed_scale"):
             _check_range(getattr(self, name), f"paired_randomization.{name}", 1e-6)
+        _check_range(self.read_noise, "paired_randomization.read_noise", 0.0, 1.0)
+        _check_range(self.jpeg_quality, "paired_randomization.jpeg_quality", 1, 100)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from semivdn.config import Data, SnowParams, SnowRandomization
+from semivdn.config import ConfigError, Data, SnowParams, SnowRandomization
+from semivdn.data.camera import Camera, jpeg_round_trip, sensor_noise
 from semivdn.data.datasets import WindowDataset, clip_refs
 from semivdn.data.procedural import KINDS, procedural_names, render_procedural
 from semivdn.data.scenes import load_scene
@@ -80,3 +81,22 @@ def test_identity_fraction_feeds_clean_windows_as_input(tmp_path: Path) -> None:
     assert 0.2 < identical_share(0.3) < 0.4
     with pytest.raises(ValueError, match="identity_fraction"):
         Data(identity_fraction=1.0)
+
+
+def test_camera_noise_has_the_drawn_strength_and_bad_settings_are_rejected() -> None:
+    flat = np.full((64, 64, 3), 0.5)
+    sigma = np.sqrt(1e-3 * 0.5 + 0.02**2)  # shot-noise variance ∝ signal, plus read noise
+    noisy = sensor_noise(flat, np.random.default_rng(0), read_noise=0.02, shot_noise=1e-3)
+    assert abs(noisy.mean() - 0.5) < 0.005 and noisy.std() == pytest.approx(sigma, rel=0.05)
+    filmed = Camera(read_noise=0.02, shot_noise=1e-3, jpeg_quality=95).film(flat, np.random.default_rng(0)) / 255
+    assert abs(filmed.mean() - 0.5) < 0.01 and 0.4 * sigma < filmed.std() < sigma  # JPEG smooths some noise away
+    rng = np.random.default_rng(1)
+    drawn = [Camera.draw(rng, (0.003, 0.02), (45, 95)) for _ in range(200)]
+    assert all(0.003 <= c.read_noise <= 0.02 and 45 <= c.jpeg_quality <= 95 for c in drawn)
+    assert {c.jpeg_quality for c in drawn} >= {45, 95}  # both ends reachable
+    with pytest.raises(ValueError, match="quality"):
+        jpeg_round_trip(flat, 0)
+    with pytest.raises(ConfigError, match="camera_fraction"):
+        SnowRandomization(camera_fraction=1.5)
+    with pytest.raises(ConfigError, match="jpeg_quality"):
+        SnowRandomization(jpeg_quality=(50, 120))

@@ -179,3 +179,18 @@ def test_demo_difficulty_matches_the_paper(tmp_path: Path) -> None:
     assert 16.0 <= paired <= 20.0
     assert 16.0 <= real <= paired + 2.0
     assert paired < summary["paired"]["median3_psnr_db"] < paired + 2.0  # median3 removes some snow, not the haze
+
+
+def test_camera_fraction_films_only_paired_training_clips(smoke: Config, smoke_set: tuple[Path, dict],
+                                                          tmp_path: Path) -> None:
+    """All clips through the camera: paired train inputs change (noise, JPEG); truths, val and test do not."""
+    original, _ = smoke_set
+    filmed = dataclasses.replace(smoke, paired_randomization=dataclasses.replace(
+        smoke.paired_randomization, camera_fraction=1.0))
+    out = tmp_path / "raw"
+    make_dataset(filmed, out, tmp_path / "truth")
+    before, after = _hashes(original, "*.png"), _hashes(out, "*.png")
+    assert before.keys() == after.keys()
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed and all(name.startswith("paired/train/snowy/") for name in changed)
+    assert _hashes(original.parent / "truth", "*.png") == _hashes(tmp_path / "truth", "*.png")

@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from semivdn.config import Config
+from semivdn.data.camera import Camera
 from semivdn.data.procedural import KINDS, procedural_names
 from semivdn.data.realsnow import film_snow
 from semivdn.data.scenes import SPLIT_SCENES, render_clean_clip
@@ -134,6 +135,10 @@ def _write_clip(cfg: Config, job: _ClipJob, root: Path, truth_root: Path) -> _Cl
         snow = randomize_snow(cfg.snow, cfg.paired_randomization, snow_rng) if job.split == "train" else cfg.snow
         clip = synthesize_snow(clean, snow, snow_rng)
         snowy8 = np.stack([to_rgb8(frame)[0] for frame in clip.snowy])
+        spread = cfg.paired_randomization
+        if job.split == "train" and spread.camera_fraction > 0 and snow_rng.random() < spread.camera_fraction:
+            camera = Camera.draw(snow_rng, spread.read_noise, spread.jpeg_quality)
+            snowy8 = np.stack([camera.film(frame, snow_rng) for frame in clip.snowy])
         clean8 = np.stack([to_rgb8(frame)[0] for frame in clip.clean])
         path = Path(job.split) / "snowy" / job.name
         _write_frames(set_root / path, snowy8, make.fps)

@@ -30,13 +30,12 @@ Everything random comes from one numpy Generator; the same seed gives the same c
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from semivdn.config import RealSnowParams
+from semivdn.data.camera import Camera
 
 SLABS = 4  # depth slabs composited far to near: nearer flakes occlude farther ones
 MAX_SAMPLES = 12  # sub-exposure positions per flake and frame
@@ -47,7 +46,6 @@ RIM = 0.25  # extra brightness at the edge of a bokeh disk (optical vignetting o
 OPACITY = (0.7, 0.95)  # of an in-focus flake
 CLUMP_OPACITY = 0.97
 FLUTTER = (0.8, 2.5)  # Hz of the sideways flutter
-SHOT_NOISE = (2e-4, 1.5e-3)  # variance per unit signal
 GUST_PERIOD = (1.0, 4.0)  # seconds
 
 
@@ -122,9 +120,7 @@ def film_snow(clean: np.ndarray, params: RealSnowParams, fps: float,
     ambient = float(np.clip(0.55 + 0.6 * clean.mean(), 0.6, 1.0))
     colour = (ambient * np.array([rng.uniform(0.92, 0.97), rng.uniform(0.95, 0.99), 1.0])).astype(np.float32)
     veil = float(rng.uniform(*params.veil_range))
-    read_noise = float(rng.uniform(*params.noise_range))
-    shot_noise = float(rng.uniform(*SHOT_NOISE))
-    quality = int(rng.integers(params.jpeg_quality[0], params.jpeg_quality[1] + 1))
+    camera_noise = Camera.draw(rng, params.noise_range, params.jpeg_quality)
     snowy = np.empty((frames, height, width, 3), np.uint8)
     for t in range(frames):
         start = _project(flakes, camera)
@@ -132,13 +128,12 @@ def film_snow(clean: np.ndarray, params: RealSnowParams, fps: float,
         end = _project(flakes, camera)
         frame = clean[t] * (1 - veil) + veil * colour
         frame = _composite(frame, flakes, start, end, camera, colour)
-        frame = _sensor(frame, rng, read_noise, shot_noise)
-        snowy[t] = _jpeg(frame, quality)
+        snowy[t] = camera_noise.film(frame, rng)
         _advance(flakes, wind, camera, t / fps + camera.exposure, 1 / fps - camera.exposure, params)
     clean8 = np.round(np.clip(clean, 0, 1) * 255).astype(np.uint8)
     settings = {"flakes": float(flakes.z.size), "focus_m": camera.focus, "coc_px": camera.coc,
-                "exposure_s": camera.exposure, "wind_mps": wind.mean, "veil": veil, "read_noise": read_noise,
-                "jpeg_quality": float(quality)}
+                "exposure_s": camera.exposure, "wind_mps": wind.mean, "veil": veil,
+                "read_noise": camera_noise.read_noise, "jpeg_quality": float(camera_noise.jpeg_quality)}
     return RealSnowClip(snowy=snowy, clean=clean8, settings=settings)
 
 
@@ -275,16 +270,3 @@ def _splat(density: np.ndarray, group: np.ndarray, flakes: _Flakes, start: np.nd
     inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height) & (kernel > 0)
     flat = np.broadcast_to(rows * width + cols, kernel.shape)
     density += np.bincount(flat[inside], weights=-np.log1p(-kernel[inside]), minlength=density.size)
-
-
-def _sensor(frame: np.ndarray, rng: np.random.Generator, read_noise: float, shot_noise: float) -> np.ndarray:
-    """Shot noise (variance ∝ signal) plus read noise, per colour channel."""
-    sigma = np.sqrt(shot_noise * np.clip(frame, 0, 1) + read_noise**2)
-    return np.clip(frame + sigma * rng.standard_normal(frame.shape), 0.0, 1.0)
-
-
-def _jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
-    """A JPEG round trip at ``quality`` (4:2:0 chroma): the camera's compression."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.round(frame * 255).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buffer).convert("RGB"))
