@@ -3,20 +3,25 @@
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
 
-def evaluate_model(name: str, raw: Input[Dataset], curated: Input[Dataset], params_file: str, profile: str,
-                   mlflow_tracking_uri: str, evaluation: Output[Dataset], metrics: Output[Metrics],
+def evaluate_model(name: str, raw: Input[Dataset], curated: Input[Dataset], truth_uri: str, params_file: str,
+                   profile: str, mlflow_tracking_uri: str, evaluation: Output[Dataset], metrics: Output[Metrics],
                    model: Input[Model] | None = None, baseline: str = "") -> None:
-    """``semivdn evaluate`` on the test split: a trained ``model`` artifact or a ``baseline`` (input, median3)."""
+    """``semivdn evaluate`` on the test split: a trained ``model`` artifact or a ``baseline`` (input, median3).
+
+    ``truth_uri``: the proxy-real clips' held-back clean frames (local or S3), for the real domain's PSNR/SSIM.
+    """
     from pathlib import Path
 
-    from components.step import checkpoint, log_json_metrics, run_semivdn
+    from components.step import TEST_SPLIT, checkpoint, local_truth, log_json_metrics, run_semivdn
 
     if (model is None) == (not baseline):
         raise ValueError(f"evaluate {name}: give exactly one of a model artifact or a baseline, got "
                          f"model={'set' if model is not None else 'none'}, baseline={baseline!r}")
     reference = checkpoint(model) if model is not None else baseline
-    run_semivdn(["evaluate", "--model", reference, "--name", name, "--split", "test", "--raw", raw.path,
-                 "--curated", curated.path, "--out", evaluation.path], params_file, profile, mlflow_tracking_uri)
+    with local_truth(truth_uri, params_file, profile) as truth:
+        run_semivdn(["evaluate", "--model", reference, "--name", name, "--split", TEST_SPLIT, "--raw", raw.path,
+                     "--curated", curated.path, "--truth", truth, "--out", evaluation.path],
+                    params_file, profile, mlflow_tracking_uri)
     evaluation.metadata.update({"name": name, "model": reference})
     log_json_metrics(metrics, Path(evaluation.path) / "summary.json")
 

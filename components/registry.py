@@ -25,17 +25,18 @@ def register_candidate(models: Input[list[Model]], evaluations: Input[list[Datas
     return version
 
 
-def promote_candidate(version: int, raw: Input[Dataset], curated: Input[Dataset], params_file: str, profile: str,
-                      mlflow_tracking_uri: str) -> bool:
-    """``semivdn promote``: re-scores candidate and champion on this run's test data; the gate moves ``champion``
-    only if the candidate's paired gain is significant (semivdn/eval/gate.py)."""
+def promote_candidate(version: int, raw: Input[Dataset], curated: Input[Dataset], truth_uri: str, params_file: str,
+                      profile: str, mlflow_tracking_uri: str) -> bool:
+    """``semivdn promote``: re-scores candidate and champion on this run's test data (the proxy-real domain against
+    the held-back frames at ``truth_uri``); the gate moves ``champion`` only if the candidate's gain is significant
+    (semivdn/eval/gate.py)."""
     import json
     import tempfile
 
-    from components.step import run_semivdn
+    from components.step import local_truth, run_semivdn
 
-    with tempfile.TemporaryDirectory(prefix="promote-") as out:
-        result = run_semivdn(["promote", "--raw", raw.path, "--curated", curated.path, "--out", out],
+    with tempfile.TemporaryDirectory(prefix="promote-") as out, local_truth(truth_uri, params_file, profile) as truth:
+        result = run_semivdn(["promote", "--raw", raw.path, "--curated", curated.path, "--truth", truth, "--out", out],
                              params_file, profile, mlflow_tracking_uri)
     print(json.dumps(result, indent=2, default=str))
     if int(result["candidate"]) != version:

@@ -8,46 +8,92 @@ back to the component, which turns it into typed outputs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from kfp.dsl import Metrics, Model
 
+from semivdn import storage
 from semivdn.config import load_config
 
 CHECKPOINT_FILE = "model.safetensors"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+TEST_SPLIT = "test"  # what evaluate and promote score
 
 
-def _environment(mlflow_tracking_uri: str) -> None:
+def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@contextlib.contextmanager
+def tracking_environment(mlflow_tracking_uri: str) -> Iterator[None]:
+    """``$MLFLOW_TRACKING_URI`` set to the step's URI (when given) for one command, then as it was.
+
+    The variable outranks ``mlflow.tracking_uri`` in params (:func:`semivdn.tracking.tracking_uri`);
+    MLflow's ``set_tracking_uri`` writes it too. Restoring it keeps one step's store out of whatever
+    runs next in the process (another component called in-process, a test).
+    """
+    before = os.environ.get(TRACKING_URI_ENV)
     if mlflow_tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
+        os.environ[TRACKING_URI_ENV] = mlflow_tracking_uri
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TRACKING_URI_ENV, None)
+        else:
+            os.environ[TRACKING_URI_ENV] = before
 
 
 def run_semivdn(argv: Sequence[str], params_file: str, profile: str, mlflow_tracking_uri: str = "") -> Any:
     """Run ``semivdn ARGV --params PARAMS_FILE --profile PROFILE`` and return the handler's result."""
     from semivdn.cli import build_parser
 
-    _environment(mlflow_tracking_uri)
+    _logging()
     args = build_parser().parse_args([*argv, "--params", params_file, *(["--profile", profile] if profile else [])])
     logging.getLogger(__name__).info("semivdn %s", " ".join(argv))
-    return args.handler(args, load_config(args.params, args.profile))
+    with tracking_environment(mlflow_tracking_uri):
+        return args.handler(args, load_config(args.params, args.profile))
 
 
 def torchrun_semivdn(argv: Sequence[str], processes: int, params_file: str, profile: str,
                      mlflow_tracking_uri: str = "") -> None:
     """``semivdn ARGV`` as ``processes`` DDP workers on this node (torchrun; NCCL on GPUs, gloo on CPU)."""
-    _environment(mlflow_tracking_uri)
+    _logging()
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "-m", "semivdn.cli", *argv, "--params", params_file, *(["--profile", profile] if profile else [])]
     logging.getLogger(__name__).info("%s", " ".join(command))
-    subprocess.run(command, check=True)
+    environment = {**os.environ, **({TRACKING_URI_ENV: mlflow_tracking_uri} if mlflow_tracking_uri else {})}
+    subprocess.run(command, check=True, env=environment)
+
+
+@contextlib.contextmanager
+def local_truth(truth_uri: str, params_file: str, profile: str) -> Iterator[str]:
+    """The proxy-real held-back truth of the test split as a local folder for ``--truth``.
+
+    A local ``truth_uri`` is used as it is; an S3 prefix is downloaded (its ``test/`` part only)
+    into a temporary folder. No truth files is an error: without them the real domain has no
+    PSNR/SSIM and the promotion gate could not judge a candidate on it.
+    """
+    source = storage.join(truth_uri, TEST_SPLIT)
+    if not storage.is_s3(truth_uri):
+        if not storage.list_files(source):
+            raise storage.StorageError(f"truth {truth_uri}: no held-back frames under {source}")
+        yield truth_uri
+        return
+    endpoint = storage.endpoint_url(load_config(params_file, profile or None))
+    with tempfile.TemporaryDirectory(prefix="truth-") as folder:
+        if not storage.download_prefix(source, Path(folder) / TEST_SPLIT, endpoint):
+            raise storage.StorageError(f"truth {truth_uri}: no held-back frames under {source}")
+        yield folder
 
 
 def checkpoint(model: Model) -> str:

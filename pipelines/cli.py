@@ -110,14 +110,20 @@ def require_s3(name: str, uri: str) -> str:
     return uri
 
 
-def run_arguments(cfg: Config, raw_uri: str | None = None, footage_uri: str | None = None) -> dict[str, str]:
-    """The required data inputs of a cluster run: given URIs, else the bucket's ``raw`` and ``incoming`` prefixes."""
+TRUTH_PREFIX = "real_truth"  # s3://BUCKET/PREFIX/real_truth: the proxy-real held-back frames (infra/README.md)
+
+
+def run_arguments(cfg: Config, raw_uri: str | None = None, footage_uri: str | None = None,
+                  truth_uri: str | None = None) -> dict[str, str]:
+    """The required data inputs of a cluster run: given URIs, else the bucket's ``raw``, ``incoming`` and
+    ``real_truth`` prefixes."""
     bucket = storage.bucket(cfg)
-    if bucket is None and not (raw_uri and footage_uri):
+    if bucket is None and not (raw_uri and footage_uri and truth_uri):
         raise ConfigError(f"no data location: set s3.bucket in params (or ${storage.BUCKET_ENV}) or pass "
-                          "--raw-uri and --footage-uri")
+                          "--raw-uri, --footage-uri and --truth-uri")
     return {"raw_uri": require_s3("--raw-uri", raw_uri or default_data_uri(cfg, cfg.paths.raw, "raw")),
-            "footage_uri": require_s3("--footage-uri", footage_uri or default_data_uri(cfg, "", "incoming"))}
+            "footage_uri": require_s3("--footage-uri", footage_uri or default_data_uri(cfg, "", "incoming")),
+            "truth_uri": require_s3("--truth-uri", truth_uri or default_data_uri(cfg, "", TRUTH_PREFIX))}
 
 
 def submit(cfg: Config, connection: Connection, arguments: Mapping[str, str], client: Any | None = None
@@ -190,7 +196,9 @@ def local_arguments(cfg: Config, params_file: Path) -> dict[str, Any]:
     """Pipeline arguments for a run on this machine: absolute paths, this params file, this tracking store."""
     return {"profile": cfg.profile, "params_file": str(params_file.resolve()),
             "raw_uri": _local_uri(default_data_uri(cfg, cfg.paths.raw, "raw")),
-            "footage_uri": _local_uri(cfg.pipeline.footage_uri), "mlflow_tracking_uri": tracking_uri(cfg)}
+            "footage_uri": _local_uri(cfg.pipeline.footage_uri),
+            "truth_uri": _local_uri(default_data_uri(cfg, cfg.paths.real_truth, TRUTH_PREFIX)),
+            "mlflow_tracking_uri": tracking_uri(cfg)}
 
 
 # What a step container needs from this machine's environment to reach S3 and MLflow (docker runner).
@@ -207,7 +215,7 @@ def _docker_runner(image: str, workdir: Path, arguments: dict[str, Any]) -> tupl
     import docker
     from kfp import local
 
-    for name in ("raw_uri", "footage_uri", "params_file", "checkpoint_root"):
+    for name in ("raw_uri", "footage_uri", "truth_uri", "params_file", "checkpoint_root"):
         uri = str(arguments[name])
         if not storage.is_s3(uri) and not Path(uri).resolve().is_relative_to(workdir):
             raise ConfigError(f"{name} {uri}: containers see only the workdir {workdir}; use s3:// or a path in it")
@@ -268,7 +276,7 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> dict[str, Any]:
     if action == "compile":
         return {"output": str(compile_pipeline(cfg, Path(args.output)))}
     if action == "submit":
-        return submit(cfg, _connection(args), run_arguments(cfg, args.raw_uri, args.footage_uri))
+        return submit(cfg, _connection(args), run_arguments(cfg, args.raw_uri, args.footage_uri, args.truth_uri))
     if action == "schedule":
         return schedule(cfg, _connection(args), args.cron, replace=args.replace)
     if action == "run-local":
@@ -299,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = remote("submit", "start a run on a Kubeflow Pipelines host")
     sub.add_argument("--raw-uri", help="s3:// raw data (default: s3://BUCKET/PREFIX/raw)")
     sub.add_argument("--footage-uri", help="s3:// new real footage (default: s3://BUCKET/PREFIX/incoming)")
+    sub.add_argument("--truth-uri", help="s3:// held-back clean frames of the proxy-real clips, for evaluation and "
+                     f"the promotion gate (default: s3://BUCKET/PREFIX/{TRUTH_PREFIX})")
     sch = remote("schedule", "create the recurring retraining run (once: an existing one is reused)")
     sch.add_argument("--cron", default="0 0 3 * * *", help="six-field cron (default: daily at 03:00)")
     sch.add_argument("--replace", action="store_true", help="delete the existing recurring run and create it anew")

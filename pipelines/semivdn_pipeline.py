@@ -136,12 +136,14 @@ def semi_supervised_variants(cfg: Config) -> list[str]:
 def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, str] | None = None) -> Any:
     """The pipeline function for ``cfg``: its images, resources and parameter defaults come from params.
 
-    ``raw_uri`` and ``footage_uri`` have no defaults: every run names its data
-    (``semivdn-pipeline submit`` fills them with the bucket's ``raw`` and ``incoming``
-    prefixes). ``retries=False`` (``kfp.local`` runs, which honour retry policies)
-    fails at the first error instead of retrying with back-off what on one machine
-    is not transient. ``environment``: more variables for every step (a local run's
-    endpoints and credentials; on a cluster they come from the secrets and ConfigMap).
+    ``raw_uri``, ``footage_uri`` and ``truth_uri`` have no defaults: every run names its
+    data (``semivdn-pipeline submit`` fills them with the bucket's ``raw``, ``incoming`` and
+    ``real_truth`` prefixes). The truth (the proxy-real clips' held-back clean frames) goes
+    to evaluation and the promotion gate only, never to training. ``retries=False``
+    (``kfp.local`` runs, which honour retry policies) fails at the first error instead of
+    retrying with back-off what on one machine is not transient. ``environment``: more
+    variables for every step (a local run's endpoints and credentials; on a cluster they
+    come from the secrets and ConfigMap).
     """
     environment = dict(environment or {})
     steps: Components = build_components(cfg.pipeline.image)
@@ -160,6 +162,7 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
                   "report, register and promote; retrains from the champion when new real footage arrives.")
     def semivdn_pipeline(raw_uri: str,
                          footage_uri: str,
+                         truth_uri: str,
                          profile: str = cfg.profile,
                          params_file: str = IMAGE_PARAMS_FILE,
                          mlflow_tracking_uri: str = "",
@@ -193,7 +196,7 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
                 return task
 
             def evaluate(name: Any, label: str, **what: Any) -> PipelineTask:
-                return apply(steps.evaluate_model(name=name, **data, **what), EVALUATE, label)
+                return apply(steps.evaluate_model(name=name, truth_uri=truth_uri, **data, **what), EVALUATE, label)
 
             def train_and_evaluate(items: Any, loop: str, **start: Any) -> tuple[PipelineTask, PipelineTask]:
                 with dsl.ParallelFor(items, name=loop) as variant:
@@ -207,7 +210,7 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
                     models=dsl.Collected(trained.outputs["model"]),
                     evaluations=dsl.Collected(evaluated.outputs["evaluation"]), candidate=candidate,
                     footage_fingerprint=ingest.outputs["Output"], **tracked), LIGHT, "register the candidate")
-                apply(steps.promote_candidate(version=register.output, **data), LIGHT,
+                apply(steps.promote_candidate(version=register.output, truth_uri=truth_uri, **data), LIGHT,
                       "promotion gate: candidate vs champion")
                 return register
 

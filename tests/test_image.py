@@ -2,12 +2,13 @@
 
 Opt-in and slow (minutes): ``make image-test`` builds the image and runs this file
 with ``SEMIVDN_TEST_IMAGE`` set. Around the containers, on this machine: S3
-(moto's server, holding the raw data and the footage prefix) and an MLflow
+(moto's server, holding the raw data, the proxy-real truth and the footage prefix) and an MLflow
 tracking server; the containers share the host network, as pods share a cluster's.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -92,6 +93,7 @@ def test_dag_runs_in_containers_of_the_image_to_a_promoted_champion(
     cfg = load_config(params, "smoke")
     make_dataset(cfg, tmp_path / "raw", tmp_path / "real_truth")
     storage.upload_dir(tmp_path / "raw", f"s3://{BUCKET}/semivdn/raw", s3_endpoint)
+    storage.upload_dir(tmp_path / "real_truth", f"s3://{BUCKET}/semivdn/real_truth", s3_endpoint)
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     experiment_id = client.create_experiment(cfg.mlflow.experiment)  # as infra/k8s's bootstrap Job does
 
@@ -99,6 +101,10 @@ def test_dag_runs_in_containers_of_the_image_to_a_promoted_champion(
                  "--workdir", str(tmp_path / "kfp")]) == 0
 
     champion = client.get_model_version_by_alias(cfg.mlflow.model_name, "champion")
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "kfp").rglob("summary.json")
+                 if p.parent.name == "evaluation"]
+    assert len(summaries) >= 6  # input, median3, M1, M2 and the semi-supervised variants
+    assert all(s["real_clips_with_truth"] == s["clips"]["real"] > 0 for s in summaries)  # the truth from S3
     assert champion.tags["variant"] == "full"
     docker_client = docker.from_env()
     image = docker_client.images.get(IMAGE)

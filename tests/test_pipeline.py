@@ -29,6 +29,7 @@ from pipelines.cli import (
     TOKEN_ENV,
     Connection,
     RecurringRunSpec,
+    local_arguments,
     main,
     run_arguments,
     schedule,
@@ -45,8 +46,9 @@ PARAMS = ROOT / "params.yaml"
 GOLDEN = ROOT / "tests" / "golden" / "semivdn_pipeline.yaml"
 STEPS = {"footage-sensor", "fingerprint-data", "ingest-footage", "curate-data", "train-variant", "evaluate-model",
          "ablation-report", "register-candidate", "promote-candidate"}
-PARAMETERS = {"profile", "params_file", "raw_uri", "footage_uri", "mlflow_tracking_uri", "checkpoint_root", "variants",
-              "retrain_variants", "candidate", "baselines"}
+PARAMETERS = {"profile", "params_file", "raw_uri", "footage_uri", "truth_uri", "mlflow_tracking_uri", "checkpoint_root",
+              "variants", "retrain_variants", "candidate", "baselines"}
+DATA_INPUTS = {"raw_uri", "footage_uri", "truth_uri"}
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +232,7 @@ def test_data_locations_are_required_inputs_and_the_rest_default_from_params(
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert set(parameters) == PARAMETERS
     required = {name for name, p in parameters.items() if "defaultValue" not in p and not p.get("isOptional")}
-    assert required == {"raw_uri", "footage_uri"}  # no local path can reach a pod as a default
+    assert required == DATA_INPUTS  # no local path can reach a pod as a default
     assert parameters["variants"]["defaultValue"] == ["M2+ft", "M3", "full"]
     assert parameters["baselines"]["defaultValue"] == ["input", "median3"]
     assert parameters["profile"]["defaultValue"] == "demo"
@@ -238,6 +240,25 @@ def test_data_locations_are_required_inputs_and_the_rest_default_from_params(
     spec_parameters = RecurringRunSpec.load(RECURRING_RUN_SPEC).parameters
     assert required <= set(spec_parameters) <= PARAMETERS
     assert all(spec_parameters[name].startswith("s3://") for name in required)
+
+
+def test_the_truth_reaches_evaluation_and_the_gate_and_nothing_else(
+        compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """Every evaluate and promote task reads the pipeline's truth_uri; training never sees the held-back frames."""
+    spec, _ = compiled
+    readers = {}
+    for task in _all_tasks(spec):
+        component = task["componentRef"]["name"].removeprefix("comp-").rstrip("-0123456789")
+        truth = task.get("inputs", {}).get("parameters", {}).get("truth_uri")
+        if component in STEPS:
+            readers.setdefault(component, []).append(truth)
+    assert sorted(c for c, values in readers.items() if any(values)) == ["evaluate-model", "promote-candidate"]
+    # baselines, M1, M2, the variants loop, the retrain loop; the gate in the sweep and in the retrain branch
+    assert len(readers["evaluate-model"]) == 5 and len(readers["promote-candidate"]) == 2
+    for truth in readers["evaluate-model"] + readers["promote-candidate"]:
+        assert truth == {"componentInputParameter": "pipelinechannel--truth_uri"}
+    for name in ("comp-evaluate-model", "comp-promote-candidate"):
+        assert spec["components"][name]["inputDefinitions"]["parameters"]["truth_uri"]["parameterType"] == "STRING"
 
 
 def _normalised(spec: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +352,8 @@ def test_submit_creates_one_run_in_the_namespace_with_s3_data_inputs(demo_cfg: C
     [(kind, call)] = client.calls
     assert kind == "run"
     assert call["pipeline"] == "semivdn"
-    assert call["arguments"] == {"raw_uri": "s3://lake/semivdn/raw", "footage_uri": "s3://lake/semivdn/incoming"}
+    assert call["arguments"] == {"raw_uri": "s3://lake/semivdn/raw", "footage_uri": "s3://lake/semivdn/incoming",
+                                 "truth_uri": "s3://lake/semivdn/real_truth"}
     assert (call["experiment_name"], call["namespace"]) == (demo_cfg.mlflow.experiment, "team-snow")
     assert call["service_account"] == demo_cfg.pipeline.service_account
     assert call["run_name"].startswith("semivdn-demo-")
@@ -341,9 +363,24 @@ def test_a_cluster_run_refuses_local_data_paths(demo_cfg: Config, monkeypatch: p
     monkeypatch.delenv(storage.BUCKET_ENV, raising=False)
     with pytest.raises(ConfigError, match="no data location"):
         run_arguments(demo_cfg)
+    with pytest.raises(ConfigError, match="no data location"):  # all three or a bucket
+        run_arguments(demo_cfg, "s3://a/raw", "s3://a/in")
     with pytest.raises(ConfigError, match="s3://"):
-        run_arguments(demo_cfg, raw_uri="data/raw", footage_uri="s3://lake/incoming")
-    assert run_arguments(demo_cfg, "s3://a/raw", "s3://a/in") == {"raw_uri": "s3://a/raw", "footage_uri": "s3://a/in"}
+        run_arguments(demo_cfg, raw_uri="data/raw", footage_uri="s3://lake/incoming", truth_uri="s3://lake/t")
+    with pytest.raises(ConfigError, match="--truth-uri"):
+        run_arguments(demo_cfg, "s3://a/raw", "s3://a/in", "data/real_truth")
+    assert run_arguments(demo_cfg, "s3://a/raw", "s3://a/in", "s3://a/t") == {
+        "raw_uri": "s3://a/raw", "footage_uri": "s3://a/in", "truth_uri": "s3://a/t"}
+
+
+def test_a_local_run_gets_the_local_truth_folder_or_the_buckets_prefix(demo_cfg: Config,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(storage.BUCKET_ENV, raising=False)
+    arguments = local_arguments(demo_cfg, PARAMS)
+    assert arguments["truth_uri"] == str(Path(demo_cfg.paths.real_truth).resolve())
+    assert set(arguments) >= DATA_INPUTS
+    monkeypatch.setenv(storage.BUCKET_ENV, "lake")
+    assert local_arguments(demo_cfg, PARAMS)["truth_uri"] == "s3://lake/semivdn/real_truth"
 
 
 def test_schedule_twice_leaves_one_recurring_run_and_replace_recreates_it(demo_cfg: Config) -> None:

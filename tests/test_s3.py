@@ -179,3 +179,19 @@ def test_dvc_push_and_pull_round_trip_footage_and_models_through_the_s3_remote(
         shutil.rmtree(repo / name)
     _dvc(repo, "pull")
     assert {name: _digests(repo / name) for name in before} == before
+
+
+def test_the_truth_of_a_step_is_the_test_split_downloaded_from_s3(s3: str, tmp_path: Path) -> None:
+    """Evaluation and the gate read the held-back frames of the test split only, in a folder gone afterwards."""
+    from components.step import local_truth
+
+    truth = _tree(tmp_path / "truth", {"test/clip_000/000.png": b"t0", "test/clip_000/001.png": b"t1",
+                                       "val/clip_001/000.png": b"v0"})
+    uri = storage.join(s3, "semivdn", "real_truth")
+    storage.upload_dir(truth, uri)
+    with local_truth(uri, str(PARAMS), "smoke") as folder:
+        assert _digests(Path(folder)) == {k: v for k, v in _digests(truth).items() if k.startswith("test/")}
+    assert not Path(folder).exists()
+    empty = storage.join(s3, "semivdn", "nothing")
+    with pytest.raises(storage.StorageError, match="no held-back frames"), local_truth(empty, str(PARAMS), "smoke"):
+        pass
