@@ -10,9 +10,18 @@ footage-sensor ──(action != skip)──> fingerprint-data -> ingest-footage 
             train -> evaluate ──────────(Collected)──────┴─> ablation-report
                            └──(Collected)──> register-candidate -> promote-candidate
   else (retrain: the footage changed since the champion):
-    ParallelFor retrain_variants (full) from models:/NAME@champion:
+    ParallelFor retrain variants (full) from models:/NAME@champion:
       train -> evaluate ──(Collected)──> register-candidate -> promote-candidate
 ```
+
+The loops iterate over the variants of params (compiled in, not run parameters), so each
+task's display name says which variants it trains or evaluates: ``train full from the
+champion``, ``train M2+ft, M3 or full from M2 (one per iteration)``; Kubeflow takes a display
+name as a constant, never a loop item. Loops stay loops because only ``dsl.Collected``
+fans artifacts in (kfp 2.17 refuses a list of separate tasks' artifacts), and they carry no
+``name=``: kfp 2.17 writes that name as the loop's task name, which the backend's driver then
+fails to match with the ``dsl.Collected`` producer (kubeflow/pipelines#13239); the UI shows
+the loop node as ``for-loop-N``.
 
 Resources, deadlines, retries and caching are set per step kind. Cluster settings
 that ``kfp.local`` ignores (GPU limits, secrets, the ConfigMap of infra/k8s, the
@@ -23,7 +32,7 @@ Kubeflow reads parameter types and defaults from the pipeline function's signatu
 so this module does not use ``from __future__ import annotations``.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +41,7 @@ from kfp.dsl import PipelineTask
 
 from components.build import Components, build_components
 from semivdn import storage, tracking
-from semivdn.config import Config
+from semivdn.config import Config, ConfigError
 from semivdn.registry import CHAMPION
 
 PIPELINE_NAME = "semivdn"
@@ -133,6 +142,17 @@ def semi_supervised_variants(cfg: Config) -> list[str]:
     return [name for name, variant in cfg.variants.items() if variant.init == WARM_UP]
 
 
+def either(names: Sequence[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``: the values one loop task takes (one per iteration) for its display name."""
+    if not names:
+        raise ConfigError("a pipeline loop over no variants: params define none for it")
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def per_iteration(names: Sequence[str]) -> str:
+    return " (one per iteration)" if len(names) > 1 else ""
+
+
 def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, str] | None = None) -> Any:
     """The pipeline function for ``cfg``: its images, resources and parameter defaults come from params.
 
@@ -167,10 +187,7 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
                          params_file: str = IMAGE_PARAMS_FILE,
                          mlflow_tracking_uri: str = "",
                          checkpoint_root: str = CHECKPOINT_MOUNT,
-                         variants: list[str] = semi_variants,
-                         retrain_variants: list[str] = RETRAIN_VARIANTS,
-                         candidate: str = CANDIDATE,
-                         baselines: list[str] = BASELINES) -> None:
+                         candidate: str = CANDIDATE) -> None:
         config = {"params_file": params_file, "profile": profile}
         tracked = {**config, "mlflow_tracking_uri": mlflow_tracking_uri}
         sensor = apply(steps.footage_sensor(footage_uri=footage_uri, **tracked), SENSOR, "check for new footage")
@@ -198,10 +215,11 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
             def evaluate(name: Any, label: str, **what: Any) -> PipelineTask:
                 return apply(steps.evaluate_model(name=name, truth_uri=truth_uri, **data, **what), EVALUATE, label)
 
-            def train_and_evaluate(items: Any, loop: str, **start: Any) -> tuple[PipelineTask, PipelineTask]:
-                with dsl.ParallelFor(items, name=loop) as variant:
-                    trained = train(variant, f"train {loop} (one variant per iteration)", **start)
-                    evaluated = evaluate(variant, f"evaluate {loop} (one variant per iteration)",
+            def train_and_evaluate(variants: list[str], origin: str, **start: Any) -> tuple[PipelineTask, PipelineTask]:
+                with dsl.ParallelFor(variants) as variant:
+                    trained = train(variant, f"train {either(variants)} from {origin}{per_iteration(variants)}",
+                                    **start)
+                    evaluated = evaluate(variant, f"evaluate {either(variants)}{per_iteration(variants)}",
                                          model=trained.outputs["model"])
                 return trained, evaluated
 
@@ -215,14 +233,14 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
                 return register
 
             with dsl.If(action == "sweep", name="ablation-sweep"):
-                with dsl.ParallelFor(baselines, name="baselines") as baseline:
-                    baseline_eval = evaluate(baseline, "evaluate a baseline (one per iteration)", baseline=baseline)
+                with dsl.ParallelFor(BASELINES) as baseline:
+                    baseline_eval = evaluate(baseline, f"evaluate the {either(BASELINES)} baseline"
+                                             f"{per_iteration(BASELINES)}", baseline=baseline)
                 m1 = train(SUPERVISED_BASELINE, f"train {SUPERVISED_BASELINE} (supervised baseline)")
                 m1_eval = evaluate(SUPERVISED_BASELINE, f"evaluate {SUPERVISED_BASELINE}", model=m1.outputs["model"])
                 m2 = train(WARM_UP, f"train {WARM_UP} (supervised warm-up)")
                 m2_eval = evaluate(WARM_UP, f"evaluate {WARM_UP}", model=m2.outputs["model"])
-                trained, evaluated = train_and_evaluate(variants, "semi-supervised-variants",
-                                                        init=m2.outputs["model"])
+                trained, evaluated = train_and_evaluate(semi_variants, WARM_UP, init=m2.outputs["model"])
                 report = apply(steps.ablation_report(
                     baselines=dsl.Collected(baseline_eval.outputs["evaluation"]),
                     m1=m1_eval.outputs["evaluation"], m2=m2_eval.outputs["evaluation"],
@@ -231,6 +249,6 @@ def build_pipeline(cfg: Config, retries: bool = True, environment: Mapping[str, 
                 register_and_promote(trained, evaluated).after(report)
 
             with dsl.Else(name="retrain-from-champion"):
-                register_and_promote(*train_and_evaluate(retrain_variants, "retrain-variants", init_ref=champion_ref))
+                register_and_promote(*train_and_evaluate(RETRAIN_VARIANTS, "the champion", init_ref=champion_ref))
 
     return semivdn_pipeline

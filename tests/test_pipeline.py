@@ -9,6 +9,7 @@ Regenerate the golden file after an intended change to the DAG or a component:
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ GOLDEN = ROOT / "tests" / "golden" / "semivdn_pipeline.yaml"
 STEPS = {"footage-sensor", "fingerprint-data", "ingest-footage", "curate-data", "train-variant", "evaluate-model",
          "ablation-report", "register-candidate", "promote-candidate"}
 PARAMETERS = {"profile", "params_file", "raw_uri", "footage_uri", "truth_uri", "mlflow_tracking_uri", "checkpoint_root",
-              "variants", "retrain_variants", "candidate", "baselines"}
+              "candidate"}
 DATA_INPUTS = {"raw_uri", "footage_uri", "truth_uri"}
 
 
@@ -74,7 +75,7 @@ class Task:
     component: str
     depends_on: list[str]
     condition: str
-    iterator: str
+    items: list[str]
     children: dict[str, Task]
 
 
@@ -87,15 +88,15 @@ def _tasks(spec: dict[str, Any], component: dict[str, Any]) -> dict[str, Task]:
         entry = Task(key, task["taskInfo"]["name"], task["componentRef"]["name"],
                      sorted(names[d] for d in task.get("dependentTasks", [])),
                      task.get("triggerPolicy", {}).get("condition", ""),
-                     task.get("parameterIterator", {}).get("items", {}).get("inputParameter", ""),
+                     json.loads(task.get("parameterIterator", {}).get("items", {}).get("raw", "[]")),
                      _tasks(spec, child))
         tasks[entry.display] = entry
     return tasks
 
 
-def _loop(tasks: dict[str, Task], parameter: str) -> Task:
-    found = [t for t in tasks.values() if t.iterator == f"pipelinechannel--{parameter}"]
-    assert len(found) == 1, f"expected one ParallelFor over {parameter}: {[t.key for t in tasks.values()]}"
+def _loop(tasks: dict[str, Task], items: list[str]) -> Task:
+    found = [t for t in tasks.values() if t.items == items]
+    assert len(found) == 1, f"expected one ParallelFor over {items}: {[t.key for t in tasks.values()]}"
     return found[0]
 
 
@@ -145,10 +146,10 @@ def test_dag_edges_follow_the_sensor_curate_train_evaluate_report_register_promo
     sweep = branches.children["ablation-sweep"].children
     assert sweep["evaluate M1"].depends_on == ["train M1 (supervised baseline)"]
     assert sweep["evaluate M2"].depends_on == ["train M2 (supervised warm-up)"]
-    semi = _loop(sweep, "variants")
+    semi = _loop(sweep, ["M2+ft", "M3", "full"])
     assert semi.depends_on == ["train M2 (supervised warm-up)"]  # M3 and full start from the warm-up
     _assert_evaluates_what_it_trains(semi)
-    baselines = _loop(sweep, "baselines")
+    baselines = _loop(sweep, ["input", "median3"])
     report, register, gate = ("ablation report (paper Table 2)", "register the candidate",
                               "promotion gate: candidate vs champion")
     assert sweep[report].depends_on == sorted(["evaluate M1", "evaluate M2", baselines.display, semi.display])
@@ -156,14 +157,31 @@ def test_dag_edges_follow_the_sensor_curate_train_evaluate_report_register_promo
     assert sweep[gate].depends_on == [register]
 
     retrain = branches.children["retrain-from-champion"].children
-    loop = _loop(retrain, "retrain_variants")
+    loop = _loop(retrain, ["full"])
     _assert_evaluates_what_it_trains(loop)
     assert retrain[register].depends_on == [loop.display]
     assert retrain[gate].depends_on == [register]
-    # every step the UI shows says what it does (loops and branches by their names, not for-loop-N)
-    groups = {"new-footage", "ablation-sweep", "retrain-from-champion", "baselines", "semi-supervised-variants",
-              "retrain-variants"}
-    names = [t.display for t in _walk(root) if not t.display.startswith("condition-branches-")]  # If/Else pair
+
+
+def test_every_task_says_what_it_does_and_loop_tasks_name_their_variants(
+        compiled: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    spec, _ = compiled
+    root = _tasks(spec, spec["root"])
+    inner = root["new-footage"].children
+    branches = next(t for t in inner.values() if t.children and not t.condition).children
+    loops = {tuple(t.items): {c.display for c in t.children.values()} for t in _walk(root) if t.items}
+    assert loops == {
+        ("input", "median3"): {"evaluate the input or median3 baseline (one per iteration)"},
+        ("M2+ft", "M3", "full"): {"train M2+ft, M3 or full from M2 (one per iteration)",
+                                  "evaluate M2+ft, M3 or full (one per iteration)"},
+        ("full",): {"train full from the champion", "evaluate full"}}
+    assert {"train M1 (supervised baseline)", "evaluate M1", "train M2 (supervised warm-up)",
+            "evaluate M2"} <= set(branches["ablation-sweep"].children)
+    # a loop keeps its task key as its name: a custom name breaks dsl.Collected on the backend (kfp#13239)
+    assert all(t.display == t.key for t in _walk(root) if t.items)
+    # every other task the UI shows is a sentence, or a branch named for its condition
+    groups = {"new-footage", "ablation-sweep", "retrain-from-champion"}
+    names = [t.display for t in _walk(root) if not t.items and not t.display.startswith("condition-branches-")]
     assert all(" " in n or n in groups for n in names), names
     assert groups <= set(names)
 
@@ -233,8 +251,7 @@ def test_data_locations_are_required_inputs_and_the_rest_default_from_params(
     assert set(parameters) == PARAMETERS
     required = {name for name, p in parameters.items() if "defaultValue" not in p and not p.get("isOptional")}
     assert required == DATA_INPUTS  # no local path can reach a pod as a default
-    assert parameters["variants"]["defaultValue"] == ["M2+ft", "M3", "full"]
-    assert parameters["baselines"]["defaultValue"] == ["input", "median3"]
+    assert parameters["candidate"]["defaultValue"] == "full"
     assert parameters["profile"]["defaultValue"] == "demo"
     assert parameters["checkpoint_root"]["defaultValue"] == "/checkpoints"
     spec_parameters = RecurringRunSpec.load(RECURRING_RUN_SPEC).parameters
