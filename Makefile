@@ -58,7 +58,7 @@ lock-check: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The whole suite, slow end-to-end tests (kfp.local DAG, all metrics) included: ~8 min.
+# The whole suite, slow end-to-end tests (kfp.local DAG, all metrics) included: ~20 min on 2 cores.
 test: lint lock-check
 	$(BIN)/python -m pytest -q
 
