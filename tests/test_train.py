@@ -14,11 +14,13 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from threadpoolctl import threadpool_info
 from torch import nn
 
 from semivdn.config import load_config
 from semivdn.train import run_training
 from semivdn.train.ema import poly_decay, update_ema
+from semivdn.train.loop import numpy_blas_single_threaded
 from semivdn.train.state import STATE_FILE, load_state
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -43,6 +45,18 @@ def test_ema_matches_eq7() -> None:
     assert torch.allclose(teacher.weight, torch.full((2, 2), 0.01))
     update_ema(teacher, student, 0.99)
     assert torch.allclose(teacher.weight, torch.full((2, 2), 0.01 * 0.99 + 0.01))
+    with pytest.raises(ValueError, match="parameters"):
+        update_ema(teacher, nn.Sequential(student, nn.Linear(2, 2)), 0.99)
+
+
+def test_numpy_blas_is_single_threaded_during_training_only() -> None:
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = blas_threads()
+    with numpy_blas_single_threaded():
+        assert blas_threads() <= {1}
+    assert blas_threads() == before
 
 
 def test_poly_decay() -> None:
