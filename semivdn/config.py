@@ -151,12 +151,10 @@ class SnowRandomization:
     Each clip draws its own snow style around ``snow``: density scaled by a log-uniform factor
     in ``density_scale``, flake size and fall speed scaled by ``size_scale``/``speed_scale``,
     streak, bokeh and clump shares, gusts and haze drawn anew; ``no_haze_fraction`` of clips
-    have no haze; with ``haze_follows_density`` the haze strength 1 − T shrinks with a density
-    factor below one, so light snow comes with a thin veil and no snow with none;
-    ``camera_fraction`` of clips are filmed through a noisy, compressing camera (semivdn.data.camera).
-    All ones and zeros: every clip uses ``snow`` as is. (Snow-free pairs come from
-    ``data.identity_fraction`` at training time instead: curation rightly rejects a paired clip
-    whose input equals its truth.)
+    have no haze; ``camera_fraction`` of clips are filmed through a noisy, compressing camera
+    (semivdn.data.camera). All ones and zeros: every clip uses ``snow`` as is. (Snow-free pairs
+    come from ``data.identity_fraction`` at training time instead: curation rightly rejects a
+    paired clip whose input equals its truth.)
     """
 
     no_haze_fraction: float = 0.0
@@ -164,7 +162,6 @@ class SnowRandomization:
     size_scale: tuple[float, float] = (1.0, 1.0)
     speed_scale: tuple[float, float] = (1.0, 1.0)
     vary_style: bool = False  # draw streak/bokeh shares, clump aspect, gusts and haze per clip
-    haze_follows_density: bool = False  # a lighter snowfall, a thinner veil: haze strength × min(1, density factor)
     camera_fraction: float = 0.0  # clips filmed through a camera (semivdn.data.camera): noise and JPEG
     read_noise: tuple[float, float] = (0.003, 0.02)  # σ of the camera's read noise, of full scale
     jpeg_quality: tuple[int, int] = (45, 95)
@@ -230,7 +227,6 @@ class Model:
     sr_ratio: int = 4
     beta: float = 1e-8
     decoder_channels: int = 32
-    identity_residual: bool = False  # J = I + D(F_B') − D(F_I') (semivdn.models.vdn); False: checkpoints before it
 
     def __post_init__(self) -> None:
         _require(self.decoder_channels >= 4, "model.decoder_channels", "must be >= 4")

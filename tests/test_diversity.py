@@ -57,18 +57,6 @@ def test_randomized_snow_spans_the_configured_ranges() -> None:
     np.testing.assert_array_equal(synthesize_snow(clean, hazeless, 0).transmission, 1.0)
 
 
-def test_haze_thins_with_a_light_snowfall_when_it_follows_density() -> None:
-    base = SnowParams()
-    for seed in range(50):
-        free = randomize_snow(base, SnowRandomization(density_scale=(0.05, 2.0)), np.random.default_rng(seed))
-        tied = randomize_snow(base, SnowRandomization(density_scale=(0.05, 2.0), haze_follows_density=True),
-                              np.random.default_rng(seed))
-        factor = tied.flakes_per_megapixel / base.flakes_per_megapixel
-        assert tied.flakes_per_megapixel == free.flakes_per_megapixel  # the same draws otherwise
-        expected = [1.0 - (1.0 - t) * min(1.0, factor) for t in base.haze_range]
-        np.testing.assert_allclose(tied.haze_range, expected)  # a flurry at 5 % density keeps 5 % of the haze
-
-
 def _write(folder: Path, frames: np.ndarray) -> None:
     with FrameWriter(folder) as writer:
         for frame in frames:

@@ -92,9 +92,8 @@ def randomize_snow(base: SnowParams, spread: SnowRandomization, rng: np.random.G
         return pair[0] * factor, pair[1] * factor
 
     low, high = np.log(spread.density_scale)
-    density_factor = float(np.exp(rng.uniform(low, high)))
     params = dataclasses.replace(
-        base, flakes_per_megapixel=base.flakes_per_megapixel * density_factor,
+        base, flakes_per_megapixel=base.flakes_per_megapixel * float(np.exp(rng.uniform(low, high))),
         size_range=scaled(base.size_range, rng.uniform(*spread.size_scale)),
         speed_range=scaled(base.speed_range, rng.uniform(*spread.speed_scale)))
     if spread.vary_style:
@@ -105,9 +104,6 @@ def randomize_snow(base: SnowParams, spread: SnowRandomization, rng: np.random.G
             wind_range=scaled(base.wind_range, rng.uniform(0.3, 2.0)), haze_range=(far_haze, far_haze))
     if rng.random() < spread.no_haze_fraction:
         params = dataclasses.replace(params, haze_range=(1.0, 1.0))
-    if spread.haze_follows_density and density_factor < 1.0:  # the veil is snow too: a flurry barely has one
-        params = dataclasses.replace(params, haze_range=tuple(1.0 - (1.0 - t) * density_factor
-                                                              for t in params.haze_range))
     return params
 
 

@@ -2,13 +2,10 @@
 
 encoder (ConvNeXt, per frame) -> overlapped patch embedding -> Physics Transformer Blocks
 over the tokens of all N_f frames -> component decoders (S, T, A) -> prior-guided
-recovery (Eq. 6) -> RGB decoder D. The RGB decoder predicts a residual added to the input
-frame, which lets the network start from the identity and spend its capacity on snow and
-haze. With ``identity_residual`` the residual is D(F_B') − D(F_I'), the image-space image of
-what Eq. 6 changed: it is exactly zero when the heads find no snow (F_S' = 0) and no haze
-(F_T' = 1), so a snow-free clip has a way to come out untouched (do no harm); without it
-(checkpoints made before it) the residual is D(F_B'). Frames of any size are reflect-padded
-(bottom/right) to a multiple of the total stride and cropped back.
+recovery (Eq. 6) -> RGB decoder. The RGB decoder predicts a residual added to the input
+frame (J = I + decoder(F_B')), which lets the network start from the identity and spend
+its capacity on snow and haze. Frames of any size are reflect-padded (bottom/right) to
+a multiple of the total stride and cropped back.
 
 ``forward = restore ∘ encode``: streaming inference encodes each frame once and reuses
 its features in every sliding window it belongs to (semivdn.inference).
@@ -82,17 +79,15 @@ class VDN(nn.Module):
         sr_ratio: spatial reduction of attention keys/values.
         beta: β of Eq. 6.
         decoder_channels: channels of the component features F_S', F_T', F_I', F_B'.
-        identity_residual: residual D(F_B') − D(F_I') instead of D(F_B') (see the module docstring).
         cache_dir: where ``imagenet`` encoder weights are looked up (None: standard caches).
     """
 
     def __init__(self, encoder: str = "convnext_atto", encoder_weights: str = "none", encoder_stages: int = 1,
                  dim: int = 64, heads: int = 2, num_ptb: int = 1, experts: int = 3, tde: bool = True,
                  mlp_ratio: float = 2.0, sr_ratio: int = 4, beta: float = 1e-8, decoder_channels: int = 32,
-                 identity_residual: bool = False, cache_dir: str | Path | None = None) -> None:
+                 cache_dir: str | Path | None = None) -> None:
         super().__init__()
         self.beta = beta
-        self.identity_residual = identity_residual
         self.encoder = ConvNeXtEncoder(encoder, encoder_stages, dim, encoder_weights, cache_dir)
         self.patch_embed = OverlapPatchEmbed(dim, dim)
         self.blocks = nn.ModuleList(PhysicsTransformerBlock(dim, heads, mlp_ratio, sr_ratio, experts, tde)
@@ -154,10 +149,7 @@ class VDN(nn.Module):
         airlight = to_airlight(self.airlight_decoder(components[AIRLIGHT], combined))
         encoded_input = self.input_projection(features[:, chosen].flatten(0, 1))
         background = prior_guided_recovery(encoded_input, snow, transmission, airlight, self.beta)
-        residual = self.rgb_decoder(background)
-        if self.identity_residual:
-            residual = residual - self.rgb_decoder(encoded_input)
-        restored = (images + residual)[..., :height, :width]
+        restored = (images + self.rgb_decoder(background))[..., :height, :width]
         return VDNOutput(frames=restored.reshape(batch, -1, 3, height, width), background=background, snow=snow,
                          transmission=transmission, airlight=airlight,
                          router_q=None if routing is None else routing.q,
