@@ -257,7 +257,10 @@ def _decide(target: ModelVersion, champion: ModelVersion | None, cfg: Config, fo
                          "pass a scorer (semivdn.promotion.promote_on_test_data does)")
     folders = {role: score(f"{REGISTRY_PREFIX}{cfg.mlflow.model_name}/{v.version}", role)
                for role, v in ((CANDIDATE, target), (CHAMPION, champion))}
-    return judge(load_per_clip(folders[CANDIDATE]), load_per_clip(folders[CHAMPION]), cfg), folders
+    candidate_harm, champion_harm = (json.loads((folders[role] / SUMMARY_FILE).read_text()).get("do_no_harm")
+                                     for role in (CANDIDATE, CHAMPION))
+    return judge(load_per_clip(folders[CANDIDATE]), load_per_clip(folders[CHAMPION]), cfg,
+                 (candidate_harm, champion_harm)), folders
 
 
 def _log_decision(cfg: Config, decision: Decision, folders: dict[str, Path], versions: dict[str, int | None]) -> str:

@@ -230,7 +230,11 @@ def test_report_shows_both_domains_intervals_and_paired_comparisons(evaluations:
     html = (root / "report" / "ablation.html").read_text()
     assert html.count("data:image/png;base64,") == sum(len(list((d / "grids").glob("*.png"))) for d in dirs)
     quality = json.loads((root / "metrics" / "quality.json").read_text())
-    assert set(quality) == {"input", "median3", "M2", "full", "comparisons", "unavailable"}
+    assert set(quality) == {"input", "median3", "M2", "full", "comparisons", "unavailable", "do_no_harm"}
+    assert quality["do_no_harm"]["input"]["meets_bar"] is True  # the identity changes nothing
+    assert quality["do_no_harm"]["input"]["max_abs_luminance_change"] == 0.0
+    harm_rows = text[text.index("## Do no harm"):].splitlines()
+    assert any(line.startswith("| input | 120.0 | 0.0 % |") and line.endswith("| yes |") for line in harm_rows)
     assert quality["full"]["paired_psnr"]["mean"] == pytest.approx(m2_psnr["mean"] + 1.0)
     assert quality["full"]["real_musiq"] is None and "weights withheld" in quality["unavailable"]["real_musiq"]
     delta = quality["comparisons"]["full - M2: paired_psnr"]

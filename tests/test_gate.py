@@ -63,6 +63,20 @@ def test_a_tracked_metric_dropping_beyond_its_tolerance_rejects(smoke_cfg: Confi
     assert small.promoted, small.reasons
 
 
+def test_a_candidate_that_harms_snow_free_clips_the_champion_leaves_alone_is_rejected(
+        smoke_cfg: Config, champion: np.ndarray) -> None:
+    better = _table(champion + 1.0)
+    kind = {"meets_bar": True, "min_psnr_vs_input_db": 40.0}
+    harmful = {"meets_bar": False, "min_psnr_vs_input_db": 26.5}
+    assert judge(better, _table(champion), smoke_cfg, (kind, kind)).promoted
+    rejected = judge(better, _table(champion), smoke_cfg, (harmful, kind))
+    assert not rejected.promoted and not rejected.checks["do_no_harm"]["passed"]
+    assert "26.5 dB" in rejected.reasons[-1] and "regression" in rejected.reasons[-1]
+    assert judge(better, _table(champion), smoke_cfg, (harmful, harmful)).promoted  # no worse than the champion
+    unknown = judge(better, _table(champion), smoke_cfg)
+    assert unknown.promoted and "not compared" in unknown.reasons[-1]
+
+
 def test_an_uncomputable_gate_rejects_and_different_clips_are_refused(smoke_cfg: Config,
                                                                       champion: np.ndarray) -> None:
     no_real = _table(champion)

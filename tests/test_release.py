@@ -19,7 +19,8 @@ from semivdn.data.video import FrameReader, FrameWriter
 from semivdn.models import create_model, save_checkpoint
 from semivdn.models.checkpoint import CheckpointError
 from semivdn.registry import default_model_ref, resolve_checkpoint, seed_champion
-from semivdn.release import CHECKPOINT_NAME, MANIFEST_NAME, build_release, release_checkpoint
+from semivdn.release import CHECKPOINT_NAME, MANIFEST_NAME, release_checkpoint
+from semivdn.release_build import build_release
 
 TINY_MODEL = Model(dim=16, heads=2, decoder_channels=8)
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -53,6 +54,11 @@ def test_build_release_ships_a_hash_checked_checkpoint_and_a_card(shipped: tuple
     assert manifest["sha256"] in text and "abc123" in text
     assert "24.500 [23.900, 25.100]" in text  # metrics with their intervals
     assert "| release | n/a | 24.500" in text  # columns real_lpips, real_psnr: an unavailable metric says so
+    harm = manifest["do_no_harm"]  # measured on the shipped weights, clip by clip, against the bar
+    assert harm["clips"] == len(harm["per_clip"]) >= 10
+    assert harm["min_psnr_vs_input_db"] == min(s["psnr_vs_input_db"] for s in harm["per_clip"].values())
+    assert harm["meets_bar"] == (harm["min_psnr_vs_input_db"] >= 32 and harm["max_abs_luminance_change"] <= 0.02)
+    assert "## Do no harm" in text and f"{harm['min_psnr_vs_input_db']:.1f} dB" in text
 
 
 def test_tampered_or_missing_release_model_is_a_clear_error(shipped: tuple[Path, Path], tmp_path: Path) -> None:

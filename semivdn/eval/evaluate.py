@@ -14,7 +14,8 @@ frames are averaged into ``per_clip.csv`` (the unit the report and the promotion
 resample); ``summary.json`` holds, per ``<domain>_<metric>``, the mean over clips with
 its 95 % bootstrap interval (:mod:`semivdn.eval.stats`). A metric that cannot be
 computed (weights missing, not configured, no clips or no truth) is null with its
-reason under ``unavailable``.
+reason under ``unavailable``. ``do_no_harm`` records how much the method changes
+snow-free clips it never saw (:mod:`semivdn.eval.harm`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from semivdn.data.video import to_uint8
 from semivdn.devices import resolve_device
 from semivdn.eval.baselines import BASELINES, Method
 from semivdn.eval.grids import save_grid
+from semivdn.eval.harm import harm, snow_free_clips
 from semivdn.eval.metrics import Metric, create_metric
 from semivdn.eval.specs import DOMAINS, GRIDS, METRIC_ORDER, METRICS, PER_CLIP_FILE, SUMMARY_FILE, metric_key
 from semivdn.eval.stats import bootstrap_mean
@@ -229,6 +231,7 @@ def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root
         "frames": {domain: int(table.loc[table.source == domain, "frames"].sum()) for domain in DOMAINS},
         "real_clips_with_truth": int(table.loc[table.source == "real", "truth"].sum()),
         "interval": f"{cfg.eval.confidence:.0%} percentile bootstrap over clips ({cfg.eval.bootstrap} resamples)",
+        "do_no_harm": harm(method, snow_free_clips()),  # snow-free clips in: how much comes out changed
     }
     table.to_csv(out_dir / PER_CLIP, index=False)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -9,7 +9,9 @@ candidate is promoted only when
    exceeds ``promote.min_gain``: a candidate equal to the champion plus noise has an
    interval around 0 and never passes, however lucky its mean; and
 2. no other tracked metric (each key of ``promote.tolerances``) loses more than its
-   tolerance on average (in the metric's own units; "loses" follows ``lower_better``).
+   tolerance on average (in the metric's own units; "loses" follows ``lower_better``); and
+3. do no harm: when the champion leaves snow-free clips alone (meets the bar of
+   :mod:`semivdn.eval.harm`), the candidate must too.
 
 A tracked metric that neither side could compute is reported, not held against the
 candidate; a gating metric that cannot be computed rejects.
@@ -41,8 +43,13 @@ def _split_key(key: str) -> tuple[str, str]:
     return domain, metric
 
 
-def judge(candidate: pd.DataFrame, champion: pd.DataFrame, cfg: Config) -> Decision:
-    """The rule of the module docstring on two per-clip tables of the same data."""
+def judge(candidate: pd.DataFrame, champion: pd.DataFrame, cfg: Config,
+          harm: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)) -> Decision:
+    """The rule of the module docstring on two per-clip tables of the same data.
+
+    ``harm``: the candidate's and the champion's do-no-harm reports (an evaluation summary's
+    ``do_no_harm``); rule 3 is skipped, and says so, when either is missing.
+    """
     rule = cfg.promote
     checks: dict[str, dict[str, Any]] = {}
     reasons: list[str] = []
@@ -71,4 +78,24 @@ def judge(candidate: pd.DataFrame, champion: pd.DataFrame, cfg: Config) -> Decis
         checks[key] = {"role": "tracked", **tracked_gain.to_dict(), "tolerance": tolerance, "passed": within}
         reasons.append(f"{key}: gain {tracked_gain.format(DECIMALS[tracked_metric] + 1, signed=True)}, "
                        f"{'within' if within else 'drops beyond'} the tolerance {tolerance}")
+    harm_check = _harm_check(*harm)
+    if harm_check is None:
+        reasons.append("do_no_harm: not compared (an evaluation without it)")
+    else:
+        passed = passed and harm_check["passed"]
+        checks["do_no_harm"] = harm_check
+        reasons.append(f"do_no_harm: candidate {'meets' if harm_check['candidate_meets_bar'] else 'misses'} the bar "
+                       f"(lowest PSNR vs input {harm_check['candidate_min_psnr_vs_input_db']:.1f} dB), champion "
+                       f"{'meets' if harm_check['champion_meets_bar'] else 'misses'} it"
+                       + ("" if harm_check["passed"] else ": a regression"))
     return Decision(passed, reasons, checks)
+
+
+def _harm_check(candidate: dict[str, Any] | None, champion: dict[str, Any] | None) -> dict[str, Any] | None:
+    if candidate is None or champion is None:
+        return None
+    return {"role": "tracked", "candidate_meets_bar": candidate["meets_bar"],
+            "champion_meets_bar": champion["meets_bar"],
+            "candidate_min_psnr_vs_input_db": candidate["min_psnr_vs_input_db"],
+            "champion_min_psnr_vs_input_db": champion["min_psnr_vs_input_db"],
+            "passed": bool(candidate["meets_bar"] or not champion["meets_bar"])}

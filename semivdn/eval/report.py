@@ -13,6 +13,7 @@ NIMA/MUSIQ; the input row from Table 1). Then every comparison (each variant vs 
 vs M3, M3 vs M2+ft, each model vs input and median3) as a paired difference over the
 same clips with its interval and a significant / not significant verdict. A metric we
 could not compute is "n/a" with a numbered note giving the reason, never a number.
+Last, do no harm: how much each row changes snow-free clips (:mod:`semivdn.eval.harm`).
 Writes ``ablation.md`` (grids copied next to it), a self-contained ``ablation.html``
 (grids embedded) and the DVC metrics file ``quality.json``.
 """
@@ -183,6 +184,28 @@ def _comparison_table(cfg: Config, rows: list[Row]) -> tuple[Table, list[dict[st
 _VERDICT_MARK = {"better": "✓", "worse": "✗", "not significant": "~"}
 
 
+def _harm_table(rows: list[Row]) -> Table:
+    """Do no harm: each row's change of snow-free clips (older summaries without it show n/a)."""
+    cells = []
+    for row in rows:
+        report = row.summary.get("do_no_harm")
+        if report is None:
+            cells.append([DISPLAY.get(row.name, row.name), "n/a", "n/a", "n/a", "n/a"])
+            continue
+        worst = min(report["per_clip"].items(), key=lambda item: item[1]["psnr_vs_input_db"])[0]
+        cells.append([DISPLAY.get(row.name, row.name), f"{report['min_psnr_vs_input_db']:.1f}",
+                      f"{100 * report['max_abs_luminance_change']:.1f} %", worst,
+                      "yes" if report["meets_bar"] else "no"])
+    bar = rows[0].summary.get("do_no_harm", {}).get("bar") if rows else None
+    note = ("Snow-free clips no model trained on (the test-split photographs and unseen procedural scenes, night "
+            "and low-contrast ones among them) go in; each output is compared with its input. "
+            + (f"Bar: PSNR against the input >= {bar['min_psnr_vs_input_db']:.0f} dB and mean-luminance change <= "
+               f"{100 * bar['max_abs_luminance_change']:.0f} % on every clip." if bar else ""))
+    return Table("Do no harm (snow-free clips in, output vs input)",
+                 ["model", "lowest PSNR vs input (dB) ↑", "largest luminance change ↓", "clip changed most",
+                  "meets the bar"], cells, [False] * len(cells), note)
+
+
 def _resolution(records: list[dict[str, Any]]) -> str:
     """The achieved resolution: the median half-width of the PSNR differences' intervals, per domain."""
     parts = []
@@ -291,6 +314,9 @@ def _quality(rows: list[Row], records: list[dict[str, Any]]) -> dict[str, Any]:
     quality["comparisons"] = {f"{r['first']} - {r['second']}: {r['domain']}_{r['metric']}":
                               {k: r[k] for k in ("mean", "low", "high", "n", "verdict")} for r in records}
     quality["unavailable"] = {key: "; ".join(texts) for key, texts in reasons.items() if texts}
+    quality["do_no_harm"] = {row.name: {key: row.summary["do_no_harm"][key] for key in
+                                        ("min_psnr_vs_input_db", "max_abs_luminance_change", "meets_bar")}
+                             for row in rows if "do_no_harm" in row.summary}
     return quality
 
 
@@ -298,10 +324,13 @@ def _log_to_mlflow(cfg: Config, quality: dict[str, Any], out_dir: Path, quality_
     configure_mlflow(cfg)
     with mlflow.start_run(run_name="ablation-report") as run:
         metrics = {f"{row}_{key}{suffix}": value[part] for row, values in quality.items()
-                   if row not in ("unavailable", "comparisons") for key, value in values.items() if value is not None
+                   if row not in ("unavailable", "comparisons", "do_no_harm") for key, value in values.items()
+                   if value is not None
                    for suffix, part in (("", "mean"), ("_low", "low"), ("_high", "high")) if value[part] is not None}
         metrics.update({f"delta.{name.replace(' ', '').replace(':', '.')}": r["mean"]
                         for name, r in quality["comparisons"].items()})
+        metrics.update({f"harm.{row}.{key}": float(value) for row, values in quality["do_no_harm"].items()
+                        for key, value in values.items()})
         mlflow.log_metrics({key.replace("+", "_plus_"): value for key, value in metrics.items()})
         mlflow.set_tags({f"unavailable.{m}": reason[:5000] for m, reason in quality["unavailable"].items()})
         mlflow.log_artifacts(str(out_dir), artifact_path="report")
@@ -317,7 +346,7 @@ def build_report(cfg: Config, eval_dirs: list[Path], out_dir: Path, quality_json
     notes = _Notes()
     tables = [_metric_table(cfg, rows, title, domain, metrics, notes) for title, domain, metrics in TABLES]
     compared, records = _comparison_table(cfg, rows)
-    tables.append(compared)
+    tables += [compared, _harm_table(rows)]
     resolution = _resolution(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     grids = _copy_grids(rows, out_dir)
