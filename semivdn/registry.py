@@ -271,8 +271,12 @@ def _log_decision(cfg: Config, decision: Decision, folders: dict[str, Path], ver
                          "promotion.reasons": "; ".join(decision.reasons)[:5000], "promotion.gate": cfg.promote.gate,
                          **{f"promotion.{role}_version": str(v) for role, v in versions.items()}})
         for key, check in decision.checks.items():
-            mlflow.log_metrics({f"gain.{key}{suffix}": check[part] for suffix, part in
-                                (("", "mean"), ("_low", "low"), ("_high", "high")) if check[part] is not None})
+            if "mean" in check:  # a paired gain with its interval
+                mlflow.log_metrics({f"gain.{key}{suffix}": check[part] for suffix, part in
+                                    (("", "mean"), ("_low", "low"), ("_high", "high")) if check[part] is not None})
+            else:  # do no harm: both sides' numbers and verdicts (true = 1)
+                mlflow.log_metrics({f"{key}.{name}": float(value) for name, value in check.items()
+                                    if isinstance(value, int | float)})
         for role, folder in folders.items():
             summary = json.loads((folder / SUMMARY_FILE).read_text())
             mlflow.log_metrics({f"{role}.{key}": value["mean"] for key, value in summary["metrics"].items()

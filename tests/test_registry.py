@@ -98,7 +98,8 @@ class DiskScorer:
         table.to_csv(folder / "per_clip.csv", index=False)
         metrics = {f"real_{m}": {"mean": float(table[m].mean()), "low": None, "high": None, "n": len(table),
                                  "confidence": 0.95} for m in ("psnr", "ssim", "niqe")}
-        (folder / "summary.json").write_text(json.dumps({"metrics": metrics}))
+        harmless = {"meets_bar": True, "min_psnr_vs_input_db": 40.0, "max_abs_luminance_change": 0.0}
+        (folder / "summary.json").write_text(json.dumps({"metrics": metrics, "do_no_harm": harmless}))
         self.calls.append((model_uri, role))
         return folder
 
@@ -152,6 +153,7 @@ def test_promotion_sequence_first_better_noise_worse_and_rollback(store: tuple[C
     assert result["evaluations"]["champion"]["real_psnr"]["mean"] == pytest.approx(BASE.mean() + 0.0)
     run = mlflow.get_run(result["mlflow_run_id"])
     assert run.data.tags["promotion.decision"] == "promoted" and "gain.real_psnr_low" in run.data.metrics
+    assert result["checks"]["do_no_harm"]["passed"] and run.data.metrics["do_no_harm.passed"] == 1.0
     noisy = _register(cfg, root, psnr=1.0, noise=0.3)  # the champion plus noise: its tags even claim 99 dB
     result = promote(cfg, score=score)
     assert not result["promoted"] and result["champion"] == better and _champion(cfg) == better

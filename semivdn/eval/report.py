@@ -346,7 +346,7 @@ def build_report(cfg: Config, eval_dirs: list[Path], out_dir: Path, quality_json
     notes = _Notes()
     tables = [_metric_table(cfg, rows, title, domain, metrics, notes) for title, domain, metrics in TABLES]
     compared, records = _comparison_table(cfg, rows)
-    tables += [compared, _harm_table(rows)]
+    tables += [_harm_table(rows), compared]  # the resolution note below speaks of the comparisons
     resolution = _resolution(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     grids = _copy_grids(rows, out_dir)
