@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -149,6 +150,28 @@ def test_ddp_gloo_two_processes_equal_one_with_double_batch(tiny_data: tuple[Pat
 
 
 @pytest.mark.slow
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once.
+
+    torchrun starts every rank in a session of its own, so killing the launcher's process group
+    leaves the ranks training and checkpointing into the folder the resumed run then writes.
+    """
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # the process ended while we read
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, pending = [], [pid]
+    while pending:
+        tree.append(pending.pop())
+        pending += children.get(tree[-1], [])
+    for member in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+
+
 def test_ddp_resume_after_sigkill_equals_uninterrupted_ddp_run(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
     """Rank 0's checkpoint holds every rank's state (one global DCR bank), so a DDP resume is exact."""
     raw, curated = tiny_data
@@ -163,7 +186,7 @@ def test_ddp_resume_after_sigkill_equals_uninterrupted_ddp_run(tiny_data: tuple[
     deadline = time.monotonic() + 300
     while not (killed / STATE_FILE).exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.002)
-    os.killpg(process.pid, signal.SIGKILL)  # the launcher and both ranks
+    _kill_tree(process.pid)  # the launcher and both ranks
     process.wait()
     assert 0 < load_state(killed / STATE_FILE)["iteration"] < 5, "training finished before it could be killed"
     subprocess.run(_ddp_cmd(params, killed, raw, curated, "full", "--resume"), env=env, check=True, cwd=tmp_path,
