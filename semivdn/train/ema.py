@@ -6,19 +6,37 @@ import torch
 from torch import nn
 
 
-@torch.no_grad()
-def update_ema(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """Move every teacher parameter (and float buffer) toward the student's, Eq. 7."""
-    teacher_params, student_params = list(teacher.parameters()), list(student.parameters())
-    if len(teacher_params) != len(student_params):
-        raise ValueError(f"update_ema: teacher has {len(teacher_params)} parameters, student {len(student_params)}")
-    # t + (1 − η)(s − t) = η·t + (1 − η)·s, for all parameters in a few fused kernels instead of two per tensor
-    torch._foreach_lerp_(teacher_params, student_params, 1.0 - decay)
-    for t_buf, s_buf in zip(teacher.buffers(), student.buffers(), strict=True):
-        if t_buf.dtype.is_floating_point:
+class TeacherAverager:
+    """Eq. 7 for one teacher/student pair, with their tensors collected once.
+
+    Walking ~100 submodules for the parameter and buffer lists at every step cost as much as the
+    update itself (~2 ms of a 60 ms CPU step). The lists stay valid because ``load_state_dict``
+    and optimizers update tensors in place.
+    """
+
+    def __init__(self, teacher: nn.Module, student: nn.Module) -> None:
+        self.teacher_params, self.student_params = list(teacher.parameters()), list(student.parameters())
+        if len(self.teacher_params) != len(self.student_params):
+            raise ValueError(f"update_ema: teacher has {len(self.teacher_params)} parameters, "
+                             f"student {len(self.student_params)}")
+        buffers = list(zip(teacher.buffers(), student.buffers(), strict=True))
+        self.float_buffers = [(t, s) for t, s in buffers if t.dtype.is_floating_point]
+        self.other_buffers = [(t, s) for t, s in buffers if not t.dtype.is_floating_point]
+
+    @torch.no_grad()
+    def update(self, decay: float) -> None:
+        """Move every teacher parameter (and float buffer) toward the student's; copy integer buffers."""
+        # t + (1 − η)(s − t) = η·t + (1 − η)·s, for all parameters in a few fused kernels instead of two per tensor
+        torch._foreach_lerp_(self.teacher_params, self.student_params, 1.0 - decay)
+        for t_buf, s_buf in self.float_buffers:
             t_buf.lerp_(s_buf, 1.0 - decay)
-        else:
+        for t_buf, s_buf in self.other_buffers:
             t_buf.copy_(s_buf)
+
+
+def update_ema(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """One Eq. 7 update of ``teacher`` toward ``student`` (a training loop keeps a :class:`TeacherAverager`)."""
+    TeacherAverager(teacher, student).update(decay)
 
 
 def poly_decay(iteration: int, total: int, power: float) -> float:

@@ -42,7 +42,7 @@ from semivdn.registry import load_model_ref, log_model
 from semivdn.tracking import configure_mlflow, git_commit
 from semivdn.train.augment import strong_augment
 from semivdn.train.distributed import DistContext, init_distributed, shutdown_distributed
-from semivdn.train.ema import poly_decay, update_ema
+from semivdn.train.ema import TeacherAverager, poly_decay
 from semivdn.train.state import STATE_FILE, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -109,12 +109,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.student = create_model(self.model_cfg, cfg.weights.cache_dir).to(device)
         self.teacher: nn.Module | None = None
+        self.averager: TeacherAverager | None = None
+        self.student_params = list(self.student.parameters())  # collected once: gradient clipping walks them each step
         backbone = load_perceptual_backbone(cfg)  # one VGG16 shared by Eq. 8 and Eq. 9
         self.sup_loss = SupervisedLoss(cfg, backbone).to(device)
         self.unsup_loss = UnsupervisedLoss(cfg, backbone).to(device) if self.variant.mean_teacher else None
         self.dcr = DCR(cfg).to(device) if self.variant.dcr else None
         # fused: one kernel over all parameters instead of a Python loop over ~200 small tensors
-        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.train.lr,
+        self.optimizer = torch.optim.AdamW(self.student_params, lr=cfg.train.lr,
                                            weight_decay=cfg.train.weight_decay, fused=True)
         total, power = cfg.train.iters, cfg.train.poly_power
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: poly_decay(it, total, power))
@@ -133,6 +135,7 @@ class Trainer:
             self.teacher = copy.deepcopy(self.student).eval()
             for param in self.teacher.parameters():
                 param.requires_grad_(False)
+            self.averager = TeacherAverager(self.teacher, self.student)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda" and self.cfg.train.amp:
@@ -167,11 +170,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.student_params, self.cfg.train.grad_clip, foreach=True)
         self.optimizer.step()
         self.scheduler.step()
-        if self.teacher is not None:
-            update_ema(self.teacher, self.student, self.cfg.train.ema)
+        if self.averager is not None:
+            self.averager.update(self.cfg.train.ema)
         parts["loss"] = float(loss.detach())
         parts["lr"] = self.optimizer.param_groups[0]["lr"]
         return parts
