@@ -149,7 +149,6 @@ def test_ddp_gloo_two_processes_equal_one_with_double_batch(tiny_data: tuple[Pat
         assert torch.allclose(a[key], b[key], atol=1e-5, rtol=1e-4), key
 
 
-@pytest.mark.slow
 def _kill_tree(pid: int) -> None:
     """SIGKILL a process and all its descendants at once.
 
@@ -172,6 +171,7 @@ def _kill_tree(pid: int) -> None:
             os.kill(member, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_ddp_resume_after_sigkill_equals_uninterrupted_ddp_run(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
     """Rank 0's checkpoint holds every rank's state (one global DCR bank), so a DDP resume is exact."""
     raw, curated = tiny_data
