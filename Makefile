@@ -58,7 +58,7 @@ lock-check: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The whole suite, slow end-to-end tests (kfp.local DAG, all metrics) included: ~18 min on 2 cores.
+# The whole suite, slow end-to-end tests (kfp.local DAG, all metrics) included: ~11 min on 2 cores.
 # Two pytest workers, one test file each at a time (module fixtures such as the DVC repro are built once),
 # one thread each: the end-to-end tests spend much of their time starting processes, which then overlap.
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
