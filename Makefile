@@ -31,13 +31,13 @@ promote: $(STAMP)
 	$(BIN)/semivdn register --model models/full/model.safetensors --variant full --eval reports/eval/full
 	$(BIN)/semivdn promote > metrics/promotion.json
 
-# Retrain and ship the release model (semivdn/assets, MODEL_CARD.md): opt-in, about 35 minutes on 2 CPU cores.
+# Retrain and ship the release model (semivdn/assets, MODEL_CARD.md): opt-in, about 20 minutes on 2 CPU cores.
 # The demo's commands with the `release` profile, on folders of their own. Not a DVC pipeline: a dvc.yaml is
 # picked up by every `dvc repro` and `dvc exp run`, and the release must never run by accident.
 REL := --profile release
 RELDATA := --raw data/release/raw --curated data/release/curated
 release: $(STAMP)
-	export OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1}; set -e; \
+	set -e; \
 	$(BIN)/semivdn data make $(REL) --out data/release/raw --truth data/release/real_truth; \
 	$(BIN)/semivdn data curate $(REL) --raw data/release/raw --footage none --out data/release/curated; \
 	$(BIN)/semivdn train $(REL) --variant M2 $(RELDATA) --out models/release/M2 --init none \
