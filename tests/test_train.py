@@ -20,7 +20,7 @@ from torch import nn
 
 from semivdn.config import load_config
 from semivdn.train import run_training
-from semivdn.train.ema import poly_decay, update_ema
+from semivdn.train.ema import TeacherAverager, poly_decay
 from semivdn.train.loop import numpy_blas_single_threaded
 from semivdn.train.state import STATE_FILE, load_state
 
@@ -42,12 +42,13 @@ def test_ema_matches_eq7() -> None:
     teacher, student = nn.Linear(2, 2), nn.Linear(2, 2)
     nn.init.zeros_(teacher.weight)
     nn.init.ones_(student.weight)
-    update_ema(teacher, student, 0.99)
+    averager = TeacherAverager(teacher, student)  # one averager, two steps: as the training loop uses it
+    averager.update(0.99)
     assert torch.allclose(teacher.weight, torch.full((2, 2), 0.01))
-    update_ema(teacher, student, 0.99)
+    averager.update(0.99)
     assert torch.allclose(teacher.weight, torch.full((2, 2), 0.01 * 0.99 + 0.01))
     with pytest.raises(ValueError, match="parameters"):
-        update_ema(teacher, nn.Sequential(student, nn.Linear(2, 2)), 0.99)
+        TeacherAverager(teacher, nn.Sequential(student, nn.Linear(2, 2)))
 
 
 def test_numpy_blas_is_single_threaded_during_training_only() -> None:

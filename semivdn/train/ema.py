@@ -17,7 +17,7 @@ class TeacherAverager:
     def __init__(self, teacher: nn.Module, student: nn.Module) -> None:
         self.teacher_params, self.student_params = list(teacher.parameters()), list(student.parameters())
         if len(self.teacher_params) != len(self.student_params):
-            raise ValueError(f"update_ema: teacher has {len(self.teacher_params)} parameters, "
+            raise ValueError(f"TeacherAverager: teacher has {len(self.teacher_params)} parameters, "
                              f"student {len(self.student_params)}")
         buffers = list(zip(teacher.buffers(), student.buffers(), strict=True))
         self.float_buffers = [(t, s) for t, s in buffers if t.dtype.is_floating_point]
@@ -32,11 +32,6 @@ class TeacherAverager:
             t_buf.lerp_(s_buf, 1.0 - decay)
         for t_buf, s_buf in self.other_buffers:
             t_buf.copy_(s_buf)
-
-
-def update_ema(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    """One Eq. 7 update of ``teacher`` toward ``student`` (a training loop keeps a :class:`TeacherAverager`)."""
-    TeacherAverager(teacher, student).update(decay)
 
 
 def poly_decay(iteration: int, total: int, power: float) -> float:
