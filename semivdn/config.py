@@ -66,9 +66,11 @@ class MakeData:
     fps: int = 12
     real_format: Literal["mp4", "png"] = "mp4"
     procedural_scenes: int = 0  # painted scenes (semivdn.data.procedural) joining the paired train split's photos
+    procedural_val_scenes: int = 0  # painted scenes joining each val split (their own, unseen by training)
 
     def __post_init__(self) -> None:
-        _require(self.procedural_scenes >= 0, "make_data.procedural_scenes", "must be >= 0")
+        for name in ("procedural_scenes", "procedural_val_scenes"):
+            _require(getattr(self, name) >= 0, f"make_data.{name}", "must be >= 0")
         for name in ("height", "width"):
             _require(getattr(self, name) >= 32, f"make_data.{name}", "must be at least 32 pixels")
         for name in ("frames", "train_clips", "val_clips", "test_clips", "real_train_clips", "real_val_clips",

@@ -32,6 +32,10 @@ def test_snow_free_clips_are_the_unseen_scenes_and_reproducible() -> None:
     assert not set(clips) & {scene for splits in ("train", "val") for scene in SPLIT_SCENES["paired"][splits]}
     assert all(tuple(clip.shape) == (2, 3, 32, 32) for clip in clips.values())
     assert all(torch.equal(clips[name], again) for name, again in snow_free_clips(frames=2, size=32).items())
+    val = snow_free_clips(frames=2, size=32, split="val")
+    assert set(SPLIT_SCENES["real"]["val"]) <= set(val) and not set(val) & set(clips)  # choose on val, report on test
+    with pytest.raises(ValueError, match="split must be one of"):
+        snow_free_clips(split="holdout")
     assert meets_bar({"min_psnr_vs_input_db": 32.0, "max_abs_luminance_change": 0.02})
     assert not meets_bar({"min_psnr_vs_input_db": 31.9, "max_abs_luminance_change": 0.0})
 

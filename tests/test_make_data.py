@@ -12,7 +12,7 @@ import pytest
 
 from semivdn.config import Config, load_config
 from semivdn.data import make as make_module
-from semivdn.data.make import make_dataset
+from semivdn.data.make import SETS, SPLITS, make_dataset, split_scenes
 from semivdn.data.scenes import SPLIT_SCENES, load_scene, render_clean_clip, scene_names
 from semivdn.data.video import count_frames
 
@@ -53,6 +53,27 @@ def test_splits_are_disjoint_by_scene_within_and_across_sets() -> None:
     assert set().union(*groups.values()) <= set(scene_names())
     with pytest.raises(KeyError, match="unknown scene"):
         load_scene("no_such_scene")
+
+
+def test_painted_scenes_keep_the_splits_disjoint() -> None:
+    """The release profile paints scenes for paired train and both val splits, and harm its own unseen ones."""
+    from semivdn.eval.harm import snow_free_clips
+
+    release = load_config(PARAMS, profile="release")
+    groups = {(s, split): set(split_scenes(release, s, split)) for s in SETS for split in SPLITS}
+    for key, scenes in groups.items():
+        for other, other_scenes in groups.items():
+            assert other == key or not scenes & other_scenes, (key, other)
+    for set_name in SETS:  # a val split wide enough to choose a model on: several painted scenes besides photos
+        painted = groups[set_name, "val"] - set(SPLIT_SCENES[set_name]["val"])
+        assert len(painted) == release.make_data.procedural_val_scenes >= 5
+    for split in SPLITS:  # do-no-harm clips of a split: its own photographs, painted scenes no split has
+        harm_scenes = set(snow_free_clips(frames=1, size=32, split=split))
+        assert not harm_scenes & set().union(*(scenes for (_, other), scenes in groups.items() if other != split))
+        assert not harm_scenes & set().union(*groups.values()) - set(SPLIT_SCENES["paired"][split]) \
+            - set(SPLIT_SCENES["real"][split])
+    smoke = load_config(PARAMS, profile="smoke")
+    assert split_scenes(smoke, "real", "val") == SPLIT_SCENES["real"]["val"]  # no painting unless asked
 
 
 def test_made_clips_use_only_their_splits_scenes(smoke_set: tuple[Path, dict]) -> None:

@@ -43,6 +43,9 @@ from semivdn.eval.baselines import temporal_median3
 
 SPLITS = ("train", "val", "test")
 SETS = ("paired", "real")
+# first numbers of the painted scenes of each split that gets some: disjoint ranges, so disjoint scenes
+# (semivdn.eval.harm's unseen scenes start at 90_000)
+PROCEDURAL_START = {("paired", "train"): 0, ("paired", "val"): 80_000, ("real", "val"): 85_000}
 REAL_NOTE = ("Proxy-real stand-in for real snowy footage (such as Realsnow85): filmed by an independent 3-D "
              "particle snow model (semivdn/data/realsnow.py, params real_snow, recorded under 'snow') over scenes "
              "disjoint from the paired set. It is not real footage. Its clean frames are kept aside (truth_root) "
@@ -112,14 +115,24 @@ def split_counts(cfg: Config, set_name: str) -> dict[str, int]:
     return {"train": make.real_train_clips, "val": make.real_val_clips, "test": make.real_test_clips}
 
 
+def split_scenes(cfg: Config, set_name: str, split: str) -> tuple[str, ...]:
+    """The scenes a split's clips cycle through: its photographs (SPLIT_SCENES), then its painted scenes.
+
+    The paired train split gains ``procedural_scenes`` painted scenes and each val split
+    ``procedural_val_scenes``: a val split of one or two photographs is too narrow to choose a model on.
+    """
+    counts = {"train": cfg.make_data.procedural_scenes if set_name == "paired" else 0,
+              "val": cfg.make_data.procedural_val_scenes, "test": 0}
+    painted = procedural_names(KINDS, PROCEDURAL_START[set_name, split], counts[split]) if counts[split] else ()
+    return SPLIT_SCENES[set_name][split] + painted
+
+
 def _jobs(cfg: Config) -> list[_ClipJob]:
-    """Every clip to render; each split cycles through its own scenes (SPLIT_SCENES)."""
+    """Every clip to render; each split cycles through its own scenes (:func:`split_scenes`)."""
     jobs = []
     for set_name in SETS:
         for split, count in split_counts(cfg, set_name).items():
-            scenes = SPLIT_SCENES[set_name][split]
-            if (set_name, split) == ("paired", "train"):
-                scenes += procedural_names(KINDS, 0, cfg.make_data.procedural_scenes)
+            scenes = split_scenes(cfg, set_name, split)
             jobs += [_ClipJob(set_name, split, i, scenes[i % len(scenes)]) for i in range(count)]
     return jobs
 

@@ -231,7 +231,7 @@ def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root
         "frames": {domain: int(table.loc[table.source == domain, "frames"].sum()) for domain in DOMAINS},
         "real_clips_with_truth": int(table.loc[table.source == "real", "truth"].sum()),
         "interval": f"{cfg.eval.confidence:.0%} percentile bootstrap over clips ({cfg.eval.bootstrap} resamples)",
-        "do_no_harm": harm(method, snow_free_clips()),  # snow-free clips in: how much comes out changed
+        "do_no_harm": harm(method, snow_free_clips(split=split)),  # snow-free clips of the split: how much changes
     }
     table.to_csv(out_dir / PER_CLIP, index=False)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
