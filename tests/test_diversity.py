@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from semivdn.config import ConfigError, Data, SnowParams, SnowRandomization
+from semivdn.data import procedural
 from semivdn.data.camera import Camera, jpeg_round_trip, sensor_noise
 from semivdn.data.datasets import WindowDataset, clip_refs
 from semivdn.data.procedural import KINDS, procedural_names, render_procedural
@@ -28,6 +29,21 @@ def test_procedural_scene_is_a_pure_function_of_its_name() -> None:
     assert all(not np.array_equal(first, other) for other in others if other.shape == first.shape)
     assert all(float(image.std()) > 0.01 for image in [first, *others])  # no blank canvases
     assert np.array_equal(load_scene(names[3]), render_procedural(names[3]))  # scenes.py resolves them
+
+
+def test_some_scenes_carry_scene_fixed_bright_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stars and glints (hard negatives for a flake detector): a quarter of the scenes, brightening only."""
+    names = procedural_names(KINDS, 0, 40)
+    sprinkled = {name: render_procedural(name) for name in names}
+    monkeypatch.setattr(procedural, "SPARKLE_PROBABILITY", 0.0)
+    plain = {name: render_procedural(name) for name in names}
+    changed = [name for name in names if not np.array_equal(sprinkled[name], plain[name])]
+    assert 4 <= len(changed) <= 20
+    for name in changed:
+        gain = sprinkled[name] - plain[name]
+        assert gain.min() >= -1e-6  # screen blend: points light the scene, never darken it
+        lit = (gain.max(axis=2) > 0.1).mean()
+        assert 1e-5 < lit < 0.3, (name, lit)  # points, not a wash over the frame
 
 
 def test_procedural_ranges_are_disjoint_and_bad_names_rejected() -> None:

@@ -7,7 +7,10 @@ landscapes (sky, mountain ridges fading with distance, textured ground, trees), 
 ramp: foliage, rock, water), compositions of shapes, and plain interiors (smooth walls,
 the case where a restorer must change nothing). Any of them may be turned into a night
 scene (dark, with lamps and their glow) or a low-contrast one (fog, overcast), which are
-the scenes a model trained on daylight photographs darkens or tints.
+the scenes a model trained on daylight photographs darkens or tints. Any may also be
+sprinkled with small bright points fixed to the scene (stars, distant lights, glints,
+speckled gravel): they look like flakes in one frame but move with the camera, and a
+restorer that erases them (it did: the Hubble field lost 68 % of its light) harms the scene.
 
 A scene is named ``proc-<kind>-<index>``; the name alone fixes its pixels, so splits that
 hold different names hold different scenes.
@@ -25,6 +28,8 @@ SIZE = 512  # scenes are square; render_clean_clip resamples them to the view
 KINDS = ("landscape", "town", "texture", "shapes", "interior")
 NIGHT_PROBABILITY = 0.2
 LOW_CONTRAST_PROBABILITY = 0.2
+SPARKLE_PROBABILITY = 0.25
+SPARKLE_POINTS = (30, 5000)  # log-uniform count of bright points on the 512-pixel scene
 PREFIX = "proc-"
 
 
@@ -49,6 +54,8 @@ def render_procedural(name: str) -> np.ndarray:
     elif rng.random() < LOW_CONTRAST_PROBABILITY:
         mean = image.mean(axis=(0, 1), keepdims=True)
         image = mean + (image - mean) * rng.uniform(0.15, 0.4)
+    if rng.random() < SPARKLE_PROBABILITY:
+        image = _sparkle(rng, image)
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
@@ -184,6 +191,17 @@ def _night(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     glow = ndimage.gaussian_filter(glow, rng.uniform(3.0, 10.0))[..., None]
     lamp = _colour(rng, (0.05, 0.15), (0.3, 0.8), (0.9, 1.0))
     return dark + glow * lamp
+
+
+def _sparkle(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Screen-blend small bright points onto the scene: sharp (stars, glints) or soft (lights), one tint."""
+    count = int(np.exp(rng.uniform(*np.log(SPARKLE_POINTS))))
+    points = np.zeros(image.shape[:2], np.float32)
+    points[rng.integers(0, SIZE, count), rng.integers(0, SIZE, count)] = rng.uniform(0.3, 1.0, count)
+    sigma = rng.uniform(0.5, 2.0)  # the gain keeps a point's peak at its drawn brightness
+    points = np.minimum(ndimage.gaussian_filter(points, sigma) * (2 * np.pi * sigma**2), 1.0)[..., None]
+    tint = _colour(rng, sat=(0.0, 0.3), val=(0.85, 1.0))
+    return 1.0 - (1.0 - image) * (1.0 - points * tint)
 
 
 _PAINTERS: dict[str, Callable[[np.random.Generator], np.ndarray]] = {
