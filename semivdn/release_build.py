@@ -53,8 +53,8 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Se
         "bytes": size,
         "meta": header.meta,
         "model": dataclasses.asdict(header.model_config),
-        "training": [{key: stage.get(key) for key in ("variant", "iterations", "seconds", "it_per_s", "mlflow_run_id")}
-                     for stage in stages],
+        "training": [{key: stage.get(key) for key in ("variant", "iterations", "seconds", "it_per_s", "mlflow_run_id",
+                                                      "recipe")} for stage in stages],
         "hardware": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
                      "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()},  # where it was built
         "evaluation": summaries,
@@ -93,7 +93,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "mean-teacher variants only). "
         "No test-split scene is used in training or tuning (splits are disjoint by scene).",
         *[f"- Stage {i + 1}: `{stage.get('variant')}`, {stage.get('iterations')} iterations, "
-          f"{float(stage.get('seconds') or 0) / 60:.1f} min at {stage.get('it_per_s')} it/s"
+          f"{float(stage.get('seconds') or 0) / 60:.1f} min at {stage.get('it_per_s')} it/s{_recipe(stage)}"
           for i, stage in enumerate(training)],
         f"- Hardware: {manifest['hardware']['processor']}, {manifest['hardware']['cpu_count']} CPU cores, "
         f"CUDA {'yes' if manifest['hardware']['cuda'] else 'no'}; {hours:.2f} h of training in all.", "",
@@ -118,6 +118,16 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "per their documentation) and procedural scenes painted by the project.", "",
     ]
     return "\n".join(lines)
+
+
+def _recipe(stage: dict[str, Any]) -> str:
+    """What a stage started from and trained on (``semivdn train --metrics`` records it): empty if unknown."""
+    recipe = stage.get("recipe")
+    if not recipe:
+        return ""
+    return (f"; from `{recipe.get('init') or 'scratch'}`, lr {recipe.get('lr')}, {recipe.get('crop')}-pixel crops, "
+            f"{float(recipe.get('identity_fraction') or 0):.0%} identity pairs, data `{recipe.get('data_hash')}`, "
+            f"code `{str(recipe.get('git_commit'))[:12]}`")
 
 
 def _harm_section(report: dict[str, Any]) -> list[str]:

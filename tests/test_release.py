@@ -32,8 +32,11 @@ def shipped(tmp_path: Path) -> tuple[Path, Path]:
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "full" / "model.safetensors", create_model(TINY_MODEL), TINY_MODEL,
                                  meta={"variant": "full", "profile": "release", "git_commit": "abc123"})
-    train = tmp_path / "train_full.json"
-    train.write_text(json.dumps({"variant": "full", "iterations": 10, "seconds": 120.0, "it_per_s": 0.083}))
+    warmup, train = tmp_path / "train_M2.json", tmp_path / "train_full.json"
+    warmup.write_text(json.dumps({"variant": "M2", "iterations": 20, "seconds": 60.0, "it_per_s": 0.333}))
+    train.write_text(json.dumps({"variant": "full", "iterations": 10, "seconds": 120.0, "it_per_s": 0.083,
+                                 "recipe": {"init": "models/M2/model.safetensors", "lr": 1e-4, "crop": 96,
+                                            "identity_fraction": 0.4, "data_hash": "d0d0", "git_commit": "abc123"}}))
     scores = {"release": {"real_psnr": {"mean": 24.5, "low": 23.9, "high": 25.1, "n": 12}, "real_lpips": None},
               "input": {"real_psnr": {"mean": 18.0, "low": 17.5, "high": 18.6, "n": 12},
                         "real_lpips": {"mean": 0.3, "low": 0.25, "high": 0.35, "n": 12}}}
@@ -41,7 +44,7 @@ def shipped(tmp_path: Path) -> tuple[Path, Path]:
         (tmp_path / "eval" / name).mkdir(parents=True)
         (tmp_path / "eval" / name / "summary.json").write_text(json.dumps({"metrics": metrics}))
     assets, card = tmp_path / "assets", tmp_path / "MODEL_CARD.md"
-    build_release(checkpoint, [train], [tmp_path / "eval" / name for name in scores], out_dir=assets, card=card)
+    build_release(checkpoint, [warmup, train], [tmp_path / "eval" / name for name in scores], out_dir=assets, card=card)
     return assets, card
 
 
@@ -53,6 +56,9 @@ def test_build_release_ships_a_hash_checked_checkpoint_and_a_card(shipped: tuple
     text = card.read_text()
     assert manifest["sha256"] in text and "abc123" in text
     assert "24.500 [23.900, 25.100]" in text  # metrics with their intervals
+    assert "- Stage 1: `M2`, 20 iterations, 1.0 min at 0.333 it/s\n" in text  # an old record: no recipe to tell
+    assert ("- Stage 2: `full`, 10 iterations, 2.0 min at 0.083 it/s; from `models/M2/model.safetensors`, lr 0.0001, "
+            "96-pixel crops, 40% identity pairs, data `d0d0`") in text
     assert "| release | n/a | 24.500" in text  # columns real_lpips, real_psnr: an unavailable metric says so
     harm = manifest["do_no_harm"]  # measured on the shipped weights, clip by clip, against the bar
     assert harm["clips"] == len(harm["per_clip"]) >= 10

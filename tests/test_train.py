@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -76,11 +77,14 @@ def test_m2_then_full_track_to_mlflow(tiny_data: tuple[Path, Path], tmp_path: Pa
     m2 = run_training(cfg, "M2", raw, curated, tmp_path / "models" / "M2", metrics_path=str(tmp_path / "m2.json"))
     assert (tmp_path / "models" / "M2" / "model.safetensors").is_file()
     assert m2["iterations"] == cfg.train.iters and 0 < m2["val_psnr"] < 60
+    recorded = json.loads((tmp_path / "m2.json").read_text())["recipe"]  # what a release card reports per stage
+    assert recorded["init"] is None and recorded["lr"] == cfg.train.lr and recorded["crop"] == cfg.data.crop
     full = run_training(cfg, "full", raw, curated, tmp_path / "models" / "full",
                         init=str(tmp_path / "models" / "M2" / "model.safetensors"))
     client = mlflow.MlflowClient()
     run = client.get_run(full["mlflow_run_id"])
     assert run.data.tags["variant"] == "full" and run.data.tags["init"].endswith("M2/model.safetensors")
+    assert full["recipe"]["init"] == run.data.tags["init"] and full["recipe"]["lr"] == cfg.variants["full"].lr
     assert {"train_loss", "train_unsup", "train_dcr", "val_psnr", "val_ssim"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -350,7 +350,10 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
                                   "git_commit": git_commit()})
             mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items() if isinstance(v, float)})
             log_model(cfg, final)
-            metrics.update(variant=variant, mlflow_run_id=state.run_id, checkpoint=str(final))
+            metrics.update(variant=variant, mlflow_run_id=state.run_id, checkpoint=str(final),
+                           recipe={"init": init_ref, "lr": spec.lr or cfg.train.lr, "crop": cfg.data.crop,
+                                   "identity_fraction": cfg.data.identity_fraction,
+                                   "data_hash": data_hash(manifest), "git_commit": git_commit()})
             if metrics_path:
                 Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
                 Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
