@@ -141,8 +141,7 @@ def _release(args: argparse.Namespace, cfg: Config) -> Any:
     from semivdn.release_build import build_release
 
     return build_release(Path(args.model), [Path(p) for p in args.train_metrics], [Path(p) for p in args.evals],
-                         out_dir=Path(args.out) if args.out else ASSETS, card=Path(args.card),
-                         n_frames=cfg.data.frames_per_clip)
+                         cfg, out_dir=Path(args.out) if args.out else ASSETS, card=Path(args.card))
 
 
 def _desnow(args: argparse.Namespace, cfg: Config) -> Any:

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from semivdn.config import Config
+from semivdn.eval.compare import load_per_clip, paired_delta
 from semivdn.eval.harm import harm, snow_free_clips
 from semivdn.inference import desnow_clip
 from semivdn.models.checkpoint import load_checkpoint, read_checkpoint_header
@@ -29,14 +31,15 @@ MAX_BYTES = 20 * 1024 * 1024  # shipped in git: at most 20 MB
 SUMMARY_KEYS = ("name", "split", "metrics", "unavailable", "clips", "frames", "interval")  # no local paths or run ids
 
 
-def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Sequence[Path], out_dir: Path = ASSETS,
-                  card: Path = Path("MODEL_CARD.md"), n_frames: int = 3) -> dict[str, Any]:
+def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Sequence[Path], cfg: Config,
+                  out_dir: Path = ASSETS, card: Path = Path("MODEL_CARD.md")) -> dict[str, Any]:
     """Ship ``checkpoint`` as the release model: copy, hash, manifest, model card.
 
     ``train_metrics`` are the ``semivdn train --metrics`` files of every stage that produced the
     weights (warm-up, then fine-tuning), in order; ``eval_dirs`` the ``semivdn evaluate`` outputs
     whose summaries the card reports (the release model and its baselines on the test splits).
-    The card also reports do-no-harm, measured here on snow-free clips with ``n_frames``-frame windows.
+    The card also reports do-no-harm, measured here on snow-free clips with the windows of ``cfg``,
+    and the release's PSNR gain over each baseline as a paired interval over the same clips.
     """
     checkpoint = Path(checkpoint)
     size = checkpoint.stat().st_size
@@ -44,7 +47,7 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Se
         raise ValueError(f"{checkpoint}: {size / 2**20:.1f} MB exceeds the release limit of {MAX_BYTES / 2**20:.0f} MB")
     header = read_checkpoint_header(checkpoint)
     model, _ = load_checkpoint(checkpoint)
-    do_no_harm = harm(lambda clip: desnow_clip(model.eval(), clip, n_frames), snow_free_clips())
+    do_no_harm = harm(lambda clip: desnow_clip(model.eval(), clip, cfg.data.frames_per_clip), snow_free_clips())
     stages = [json.loads(Path(path).read_text()) for path in train_metrics]
     summaries = {Path(d).name: {key: value for key, value in json.loads((Path(d) / "summary.json").read_text()).items()
                                 if key in SUMMARY_KEYS} for d in eval_dirs}
@@ -58,6 +61,7 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Se
         "hardware": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
                      "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()},  # where it was built
         "evaluation": summaries,
+        "gains": _paired_gains({Path(d).name: Path(d) for d in eval_dirs}, cfg),
         "do_no_harm": do_no_harm,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +106,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "clips. `paired`: synthetic Eq. 1 snow; `real`: the proxy-real domain (an independent 3-D particle snow "
         "model with held-back truth), which training saw only as unlabelled footage.", "",
         *_metrics_table(manifest["evaluation"]), "",
-        *_gains(manifest["evaluation"]),
+        *_gains(manifest["gains"]),
         *_harm_section(manifest["do_no_harm"]),
         "## Known limits",
         *([] if manifest["do_no_harm"]["meets_bar"] else [
@@ -148,15 +152,31 @@ def _harm_section(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def _gains(evaluation: dict[str, Any], model: str = "release") -> list[str]:
-    """The model's mean PSNR gain over each baseline per domain (paired intervals are in the ablation report)."""
-    lines = []
+def _paired_gains(eval_dirs: dict[str, Path], cfg: Config, model: str = "release") -> dict[str, dict[str, Any]]:
+    """release − baseline PSNR per domain, bootstrapped over the clips both scored (the issue's bars)."""
+    if model not in eval_dirs:
+        return {}
+    ours = load_per_clip(eval_dirs[model])
+    gains = {}
     for baseline in ("input", "median3"):
-        for key in ("paired_psnr", "real_psnr"):
-            ours = (evaluation.get(model, {}).get("metrics", {}).get(key) or {}).get("mean")
-            theirs = (evaluation.get(baseline, {}).get("metrics", {}).get(key) or {}).get("mean")
-            if ours is not None and theirs is not None:
-                lines.append(f"- {key.replace('_', ' ')}: {ours - theirs:+.2f} dB over {baseline}")
+        if baseline not in eval_dirs:
+            continue
+        theirs = load_per_clip(eval_dirs[baseline])
+        for domain in ("paired", "real"):
+            delta = paired_delta(ours, theirs, domain, "psnr", cfg)
+            if delta is not None:
+                gains[f"{domain}_psnr over {baseline}"] = dataclasses.asdict(delta)
+    return gains
+
+
+def _gains(gains: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per paired gain: mean [low, high] and whether the interval excludes zero."""
+    lines = []
+    for name, delta in gains.items():
+        interval = "" if delta["low"] is None else (
+            f" [{delta['low']:+.2f}, {delta['high']:+.2f}] ({delta['confidence']:.0%}, paired over "
+            f"{delta['n']} clips{'' if delta['low'] > 0 or delta['high'] < 0 else ', not significant'})")
+        lines.append(f"- {name.replace('_', ' ')}: {delta['mean']:+.2f} dB{interval}")
     return [*lines, ""] if lines else []
 
 

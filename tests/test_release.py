@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from semivdn.config import Config, Model
+from semivdn.config import Config, Model, load_config
 from semivdn.data.video import FrameReader, FrameWriter
+from semivdn.eval.specs import PER_CLIP_FILE
 from semivdn.models import create_model, save_checkpoint
 from semivdn.models.checkpoint import CheckpointError
 from semivdn.registry import default_model_ref, resolve_checkpoint, seed_champion
@@ -40,11 +42,15 @@ def shipped(tmp_path: Path) -> tuple[Path, Path]:
     scores = {"release": {"real_psnr": {"mean": 24.5, "low": 23.9, "high": 25.1, "n": 12}, "real_lpips": None},
               "input": {"real_psnr": {"mean": 18.0, "low": 17.5, "high": 18.6, "n": 12},
                         "real_lpips": {"mean": 0.3, "low": 0.25, "high": 0.35, "n": 12}}}
+    clip_psnr = {"release": [24.0, 25.0, 26.5], "input": [17.5, 18.5, 20.0]}  # +6.5 dB on every clip
     for name, metrics in scores.items():
         (tmp_path / "eval" / name).mkdir(parents=True)
         (tmp_path / "eval" / name / "summary.json").write_text(json.dumps({"metrics": metrics}))
+        pd.DataFrame({"clip_id": [f"real/test/clip_{i:03d}" for i in range(3)], "source": "real", "frames": 5,
+                      "truth": True, "psnr": clip_psnr[name]}).to_csv(tmp_path / "eval" / name / PER_CLIP_FILE)
     assets, card = tmp_path / "assets", tmp_path / "MODEL_CARD.md"
-    build_release(checkpoint, [warmup, train], [tmp_path / "eval" / name for name in scores], out_dir=assets, card=card)
+    build_release(checkpoint, [warmup, train], [tmp_path / "eval" / name for name in scores],
+                  load_config(PARAMS, "smoke"), out_dir=assets, card=card)
     return assets, card
 
 
@@ -56,6 +62,7 @@ def test_build_release_ships_a_hash_checked_checkpoint_and_a_card(shipped: tuple
     text = card.read_text()
     assert manifest["sha256"] in text and "abc123" in text
     assert "24.500 [23.900, 25.100]" in text  # metrics with their intervals
+    assert "- real psnr over input: +6.50 dB [+6.50, +6.50] (95%, paired over 3 clips)" in text  # the bars
     assert "- Stage 1: `M2`, 20 iterations, 1.0 min at 0.333 it/s\n" in text  # an old record: no recipe to tell
     assert ("- Stage 2: `full`, 10 iterations, 2.0 min at 0.083 it/s; from `models/M2/model.safetensors`, lr 0.0001, "
             "96-pixel crops, 40% identity pairs, data `d0d0`") in text
@@ -83,7 +90,7 @@ def test_release_rejects_an_oversized_checkpoint(tmp_path: Path) -> None:
     with big.open("wb") as handle:
         handle.truncate(21 * 1024 * 1024)
     with pytest.raises(ValueError, match="exceeds the release limit"):
-        build_release(big, [], [], out_dir=tmp_path / "assets", card=tmp_path / "card.md")
+        build_release(big, [], [], load_config(PARAMS, "smoke"), out_dir=tmp_path / "assets", card=tmp_path / "card.md")
 
 
 def test_default_model_is_the_release_model_without_a_registry(smoke_cfg: Config, tmp_path: Path) -> None:
