@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from semivdn.config import Config
-from semivdn.eval.compare import load_per_clip, paired_delta
+from semivdn.eval.compare import load_per_clip, paired_delta, verdict
 from semivdn.eval.harm import harm, snow_free_clips
 from semivdn.inference import desnow_clip
 from semivdn.models.checkpoint import load_checkpoint, read_checkpoint_header
@@ -165,17 +165,18 @@ def _paired_gains(eval_dirs: dict[str, Path], cfg: Config, model: str = "release
         for domain in ("paired", "real"):
             delta = paired_delta(ours, theirs, domain, "psnr", cfg)
             if delta is not None:
-                gains[f"{domain}_psnr over {baseline}"] = dataclasses.asdict(delta)
+                gains[f"{domain}_psnr over {baseline}"] = {**dataclasses.asdict(delta),
+                                                            "verdict": verdict(delta, "psnr")}
     return gains
 
 
 def _gains(gains: dict[str, dict[str, Any]]) -> list[str]:
-    """One line per paired gain: mean [low, high] and whether the interval excludes zero."""
+    """One line per paired gain: mean [low, high], and "not significant" where the interval holds zero."""
     lines = []
     for name, delta in gains.items():
         interval = "" if delta["low"] is None else (
             f" [{delta['low']:+.2f}, {delta['high']:+.2f}] ({delta['confidence']:.0%}, paired over "
-            f"{delta['n']} clips{'' if delta['low'] > 0 or delta['high'] < 0 else ', not significant'})")
+            f"{delta['n']} clips{', not significant' if delta['verdict'] == 'not significant' else ''})")
         lines.append(f"- {name.replace('_', ' ')}: {delta['mean']:+.2f} dB{interval}")
     return [*lines, ""] if lines else []
 

@@ -301,6 +301,7 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
                          f"for {variant}; resume with iters >= {state.iteration} or train into a new --out")
 
     manifest = load_manifest(curated)
+    manifest_hash, commit = data_hash(manifest), git_commit()  # the data and code this process trains on
     n_frames = cfg.data.frames_per_clip
     paired_clips = clip_refs(manifest, raw_root, "paired", "train")
     paired = WindowDataset(paired_clips, n_frames, cfg.data.crop, cfg.data.flip, paired=True,
@@ -332,10 +333,10 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
                 params.update({f"variant.{k}": v for k, v in dataclasses.asdict(spec).items()})
                 mlflow.log_params(params)  # MLflow batches them itself (MAX_PARAMS_TAGS_PER_BATCH)
                 mlflow.set_tags({
-                    "variant": variant, "git_commit": git_commit(), "profile": cfg.profile,
+                    "variant": variant, "git_commit": commit, "profile": cfg.profile,
                     "data.paired_train_hash": data_hash(manifest[(manifest.source == "paired")
                                                                  & (manifest.split == "train")]),
-                    "data.manifest_hash": data_hash(manifest), "init": init_ref or "",
+                    "data.manifest_hash": manifest_hash, "init": init_ref or "",
                     **{f"loss_unavailable.{term}": reason for term, reason in trainer.unavailable().items()},
                 })
             curve_path.parent.mkdir(parents=True, exist_ok=True)
@@ -346,14 +347,13 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
             final = out_dir / MODEL_FILE
             save_checkpoint(final, trainer.student, trainer.model_cfg,
                             meta={"variant": variant, "mlflow_run_id": state.run_id, "iteration": stop,
-                                  "data_hash": data_hash(manifest), "profile": cfg.profile,
-                                  "git_commit": git_commit()})
+                                  "data_hash": manifest_hash, "profile": cfg.profile, "git_commit": commit})
             mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items() if isinstance(v, float)})
             log_model(cfg, final)
             metrics.update(variant=variant, mlflow_run_id=state.run_id, checkpoint=str(final),
                            recipe={"init": init_ref, "lr": spec.lr or cfg.train.lr, "crop": cfg.data.crop,
                                    "identity_fraction": cfg.data.identity_fraction,
-                                   "data_hash": data_hash(manifest), "git_commit": git_commit()})
+                                   "data_hash": manifest_hash, "git_commit": commit})
             if metrics_path:
                 Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
                 Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
