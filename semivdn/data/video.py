@@ -223,7 +223,9 @@ class FrameWriter:
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         if codec == PREFERRED_CODEC:
-            stream.options = {"crf": str(self.quality), "preset": "veryfast"}
+            # mbtree off: this libx264's macroblock-tree rate control gives different bytes (and decoded
+            # frames) from run to run for the same input, even single-threaded; without it encoding is repeatable
+            stream.options = {"crf": str(self.quality), "preset": "veryfast", "x264-params": "mbtree=0"}
         else:
             stream.bit_rate = max(1_000_000, width * height * 8)
         self._stream = stream
