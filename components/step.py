@@ -61,7 +61,7 @@ def run_semivdn(argv: Sequence[str], params_file: str, profile: str, mlflow_trac
     args = build_parser().parse_args([*argv, "--params", params_file, *(["--profile", profile] if profile else [])])
     logging.getLogger(__name__).info("semivdn %s", " ".join(argv))
     with tracking_environment(mlflow_tracking_uri):
-        return args.handler(args, load_config(args.params, args.profile))
+        return args.handler(args, load_config(args.params, args.profile, args.overrides))
 
 
 def torchrun_semivdn(argv: Sequence[str], processes: int, params_file: str, profile: str,

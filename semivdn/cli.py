@@ -158,6 +158,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     """The options every command takes (``semivdn-pipeline`` shares them)."""
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--profile", choices=PROFILES, help="profile overriding params.yaml and $SEMIVDN_PROFILE")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one param after the profile, e.g. --set train.batch_size=16 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,7 +310,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        cfg = load_config(args.params, args.profile)
+        cfg = load_config(args.params, args.profile, args.overrides)
         result = args.handler(args, cfg)
         if dataclasses.is_dataclass(result) and not isinstance(result, type):
             result = dataclasses.asdict(result)

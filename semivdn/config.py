@@ -14,7 +14,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -535,8 +535,35 @@ def _build(cls: type, values: Mapping[str, Any], key: str) -> Any:
         raise ConfigError(f"{key or 'params'}: {exc}") from exc
 
 
-def config_from_dict(raw: Mapping[str, Any], profile: str | None = None) -> Config:
-    """Validate a params mapping, applying the chosen profile's overrides."""
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["train.batch_size=16", ...]`` as a nested mapping; each value is read as YAML (16, 2.0e-4, true, [1, 2]).
+
+    They apply after the profile, so one run can change what a profile sets (a GPU's batch size)
+    without a copy of params.yaml; the result is validated like the file.
+    """
+    nested: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.batch_size=16")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: invalid value: {' '.join(str(exc).split())}") from None
+        node = nested
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part} was already given a value")
+            node = child
+        node[parts[-1]] = value
+    return nested
+
+
+def config_from_dict(raw: Mapping[str, Any], profile: str | None = None,
+                     overrides: Sequence[str] = ()) -> Config:
+    """Validate a params mapping, applying the chosen profile's overrides, then ``overrides`` (``--set``)."""
     raw = dict(raw)
     profiles = raw.pop("profiles", {}) or {}
     if not isinstance(profiles, Mapping):
@@ -548,6 +575,7 @@ def config_from_dict(raw: Mapping[str, Any], profile: str | None = None) -> Conf
     if chosen not in PROFILES:
         raise ConfigError(f"profile: must be one of {list(PROFILES)}, got {chosen!r}")
     merged = _deep_merge(raw, profiles.get(chosen, {}) or {}, "profiles")
+    merged = _deep_merge(merged, parse_overrides(overrides), "--set")
     merged["profile"] = chosen
     return _build(Config, merged, "")
 
@@ -578,8 +606,10 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
 
 
-def load_config(path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -> Config:
-    """Load and validate ``params.yaml``; ``profile`` overrides the file and the environment."""
+def load_config(path: str | Path = DEFAULT_PARAMS, profile: str | None = None,
+                overrides: Sequence[str] = ()) -> Config:
+    """Load and validate ``params.yaml``; ``profile`` overrides the file and the environment, ``overrides``
+    (``KEY=VALUE``, the CLI's ``--set``) the profile."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file not found: {path.resolve()}")
@@ -588,4 +618,4 @@ def load_config(path: str | Path = DEFAULT_PARAMS, profile: str | None = None) -
         raise ConfigError(f"{path}: the params file is empty")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return config_from_dict(raw, profile)
+    return config_from_dict(raw, profile, overrides)

@@ -17,3 +17,10 @@ def resolve_device(setting: str) -> torch.device:
         raise RuntimeError(f"device {setting!r} requested but CUDA is not available here "
                            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); use cpu")
     return device
+
+
+def describe_device(device: torch.device) -> str:
+    """What a run computed on, for its provenance (the model card lists it per training stage)."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"{device.type} ({torch.get_num_threads()} threads)"

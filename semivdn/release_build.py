@@ -99,8 +99,8 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         *[f"- Stage {i + 1}: `{stage.get('variant')}`, {stage.get('iterations')} iterations, "
           f"{float(stage.get('seconds') or 0) / 60:.1f} min at {stage.get('it_per_s')} it/s{_recipe(stage)}"
           for i, stage in enumerate(training)],
-        f"- Hardware: {manifest['hardware']['processor']}, {manifest['hardware']['cpu_count']} CPU cores, "
-        f"CUDA {'yes' if manifest['hardware']['cuda'] else 'no'}; {hours:.2f} h of training in all.", "",
+        f"- Evaluated and packaged on {manifest['hardware']['processor']}, {manifest['hardware']['cpu_count']} CPU "
+        f"cores, CUDA {'yes' if manifest['hardware']['cuda'] else 'no'}; {hours:.2f} h of training in all.", "",
         "## How well it does",
         "Test splits of the release profile's data (disjoint scenes), every frame; 95 % bootstrap intervals over "
         "clips. `paired`: synthetic Eq. 1 snow; `real`: the proxy-real domain (an independent 3-D particle snow "
@@ -129,9 +129,12 @@ def _recipe(stage: dict[str, Any]) -> str:
     recipe = stage.get("recipe")
     if not recipe:
         return ""
-    return (f"; from `{recipe.get('init') or 'scratch'}`, lr {recipe.get('lr')}, {recipe.get('crop')}-pixel crops, "
-            f"{float(recipe.get('identity_fraction') or 0):.0%} identity pairs, data `{recipe.get('data_hash')}`, "
-            f"code `{str(recipe.get('git_commit'))[:12]}`")
+    batch = f"batches of {recipe['batch_size']}, " if recipe.get("batch_size") else ""
+    device = f", on {recipe['device']}" if recipe.get("device") else ""
+    identity = float(recipe.get("identity_fraction") or 0)
+    return (f"; from `{recipe.get('init') or 'scratch'}`, lr {recipe.get('lr')}, {batch}{recipe.get('crop')}-pixel "
+            f"crops, {identity:.0%} identity pairs, data `{recipe.get('data_hash')}`, "
+            f"code `{str(recipe.get('git_commit'))[:12]}`{device}")
 
 
 def _harm_section(report: dict[str, Any]) -> list[str]:

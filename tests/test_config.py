@@ -68,6 +68,31 @@ def test_bad_values_name_the_key(raw: dict, patch: dict, message: str, monkeypat
         config_from_dict(merged)
 
 
+def test_set_overrides_apply_after_the_profile_and_are_validated() -> None:
+    release = load_config(PARAMS, "release")
+    tuned = load_config(PARAMS, "release", ["train.batch_size=16", "variants.M2+ft.iters=900", "data.crop=128",
+                                            "train.lr=2.0e-4", "mlflow.tracking_uri=sqlite:////tmp/a=b.db"])
+    assert (tuned.train.batch_size, tuned.train_for("M2+ft").iters, tuned.data.crop) == (16, 900, 128)
+    assert tuned.train.lr == 2e-4 and tuned.mlflow.tracking_uri == "sqlite:////tmp/a=b.db"  # split at the first '='
+    assert tuned.data.identity_fraction == release.data.identity_fraction  # the profile's other values stay
+    assert tuned.make_data == release.make_data
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.batch_sise=16", "train.batch_sise: unknown key"),
+        ("train.batch_size=many", "train.batch_size: expected an integer"),
+        ("train.batch_size", "expected KEY=VALUE"),
+        ("train..lr=1", "expected KEY=VALUE"),
+        ("train.lr=[1", "invalid value"),
+    ],
+)
+def test_bad_set_overrides_are_rejected(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(PARAMS, "smoke", [override])
+
+
 def test_unknown_variant_is_an_error() -> None:
     cfg = load_config(PARAMS, "smoke")
     with pytest.raises(ConfigError, match=r"variants\.M9"):

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from semivdn.config import Config, Variant
 from semivdn.data.datasets import WindowDataset, clip_refs, load_manifest, read_clip, window_loader
-from semivdn.devices import resolve_device
+from semivdn.devices import describe_device, resolve_device
 from semivdn.eval.metrics import Metric, create_metric
 from semivdn.inference import desnow_clip
 from semivdn.losses import DCR, SupervisedLoss, UnsupervisedLoss, load_perceptual_backbone, ramp_up
@@ -352,6 +352,7 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
             log_model(cfg, final)
             metrics.update(variant=variant, mlflow_run_id=state.run_id, checkpoint=str(final),
                            recipe={"init": init_ref, "lr": spec.lr or cfg.train.lr, "crop": cfg.data.crop,
+                                   "batch_size": cfg.train.batch_size, "device": describe_device(device),
                                    "identity_fraction": cfg.data.identity_fraction,
                                    "data_hash": manifest_hash, "git_commit": commit})
             if metrics_path:
