@@ -10,8 +10,10 @@ poly learning-rate schedule runs to its end instead of being cut off by the dead
         --budget 480 --out /tmp/gpu --set train.batch_size=16 --set data.crop=128 \\
         --candidate a:data.identity_fraction=0.55 --candidate b:data.identity_fraction=0.4
 
-Writes OUT/candidates.tar.gz: per candidate its model.safetensors, train metrics JSON (recipe
-included), loss curve and log, plus calibration.json with the measured rates.
+Writes, per candidate, OUT/NAME.tar.gz (model.safetensors, train metrics JSON with its recipe, loss
+curve and log; the last checkpoint instead of the model if the deadline stopped it: each a few MB,
+so they fit the lent machine's 16 MB per returned file) and OUT/calibration.json with the measured
+rates. The runs themselves stay in --work.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def main() -> int:
     parser.add_argument("--raw", default="data/release/raw")
     parser.add_argument("--curated", default="data/release/curated")
     parser.add_argument("--budget", type=float, required=True, help="seconds from now until every run has ended")
-    parser.add_argument("--out", required=True, help="folder for candidates.tar.gz")
+    parser.add_argument("--out", required=True, help="folder for NAME.tar.gz and calibration.json")
+    parser.add_argument("--work", help="folder for the runs (default: OUT/runs)")
     parser.add_argument("--set", action="append", default=[], help="param override shared by all candidates")
     parser.add_argument("--candidate", action="append", required=True,
                         help="NAME:KEY=VALUE,KEY=VALUE — one candidate and its own overrides")
@@ -100,7 +103,7 @@ def main() -> int:
     for spec in args.candidate:
         name, _, overrides = spec.partition(":")
         candidates[name] = [item for item in overrides.split(",") if item]
-    root = Path(args.out) / "runs"
+    root = Path(args.work) if args.work else Path(args.out) / "runs"
 
     calibration = run_all(args, candidates, root / "calibration", dict.fromkeys(candidates, args.calibration_iters),
                           1, deadline)
@@ -124,14 +127,15 @@ def main() -> int:
 
     summary = {"calibration": calibration, "iters": iters, "results": results, "candidates": candidates,
                "shared": args.set}
-    (root / "calibration.json").write_text(json.dumps(summary, indent=2, default=str))
-    with tarfile.open(Path(args.out) / "candidates.tar.gz", "w:gz") as tar:
-        tar.add(root / "calibration.json", arcname="calibration.json")
-        for name in candidates:
-            for file in ("model.safetensors", "metrics.json", "curve.csv", "train.log", STATE_FILE):
-                path = root / "final" / name / file
-                if path.is_file():
-                    tar.add(path, arcname=f"{name}/{file}")
+    (Path(args.out) / "calibration.json").write_text(json.dumps(summary, indent=2, default=str))
+    for name in candidates:
+        run = root / "final" / name
+        files = ["model.safetensors" if (run / "model.safetensors").is_file() else STATE_FILE,
+                 "metrics.json", "curve.csv", "train.log"]
+        with tarfile.open(Path(args.out) / f"{name}.tar.gz", "w:gz") as tar:
+            for file in files:
+                if (run / file).is_file():
+                    tar.add(run / file, arcname=f"{name}/{file}")
     return 0 if all(result["returncode"] == 0 for result in results.values()) else 1
 
 

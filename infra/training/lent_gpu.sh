@@ -9,7 +9,13 @@
 #          (.whl, fetched here with `pip download`) to /tmp/site, and a stand-in for PyAV: training
 #          reads PNG frames only, and the 35 MB PyAV wheel does not fit; the stand-in refuses any use;
 #          then a CUDA forward/backward of the release model in bf16 autocast as a check.
-#   train: unpack the second half (.carry2), then train the candidates within BUDGET seconds.
+#   train: unpack the second half (.carry2), install pyiqa (.whl-train), then train the candidates within
+#          BUDGET seconds.
+# The two calls must follow within the machine's 30 s warm window, or the first half is gone. On
+# 2026-11-27 three candidates trained for 440 s here (9900, 9300 and 4200 iterations) but came back
+# as one 21.6 MB archive, over the 16 MB a returned file may have, and were lost; gpu_candidates.py
+# now returns one small archive per candidate. Stage 4 of the release is one of two short runs made
+# with what device time was left (`semivdn train ... --set train.batch_size=32 ...`, MODEL_CARD.md).
 set -euo pipefail
 repo=$(pwd)
 export PYTHONPATH=/tmp/site:$repo PYTHONUNBUFFERED=1
@@ -52,8 +58,10 @@ EOF
 train)
   budget=${2:?BUDGET seconds} out=${3:?OUT folder}
   tar xf .carry2/partB.tar -C /tmp/keep
+  # pyiqa (training's validation PSNR/SSIM) travels with the second half: with the first it would not fit
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl-train/*.whl
   python3 infra/training/gpu_candidates.py --init models/release/stage3/model.safetensors \
-    --raw /tmp/keep/raw --curated /tmp/keep/curated --budget "$budget" --out "$out" \
+    --raw /tmp/keep/raw --curated /tmp/keep/curated --budget "$budget" --out "$out" --work /tmp/gpu_runs \
     --set train.device=cuda --set train.deterministic=false --set data.workers=4 \
     --set train.batch_size=16 --set data.crop=128 \
     --candidate a:data.identity_fraction=0.55 \
