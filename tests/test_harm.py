@@ -40,9 +40,6 @@ def test_snow_free_clips_are_the_unseen_scenes_and_reproducible() -> None:
     assert not meets_bar({"min_psnr_vs_input_db": 31.9, "max_abs_luminance_change": 0.0})
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issue 11 open): the shipped release model darkens one plain "
-                   "interior by 2.4 % (proc-interior-90009: 34.7 dB), just over the 2 % bar; every other clip changes "
-                   "by at most 0.8 %; strict, so a model that passes fails this marker and it must be removed")
 def test_release_model_leaves_snow_free_footage_alone() -> None:
     """Issue bar: output vs input PSNR >= 32 dB and mean-luminance change <= 2 % on snow-free clips."""
     model, _ = load_checkpoint(release_checkpoint())
