@@ -1,0 +1,28 @@
+"""infra/training/gpu_candidates.py builds `semivdn train` commands that the CLI accepts as they are."""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+from semivdn.cli import build_parser
+from semivdn.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("gpu_candidates", ROOT / "infra" / "training" / "gpu_candidates.py")
+gpu_candidates = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gpu_candidates)
+
+
+def test_a_candidate_command_parses_and_its_overrides_reach_the_config(tmp_path: Path) -> None:
+    args = argparse.Namespace(profile="release", raw="data/release/raw", curated="data/release/curated",
+                              init="models/release/stage3/model.safetensors",
+                              set=["train.batch_size=16", "data.crop=128"])
+    command = gpu_candidates.train_command(args, ["data.identity_fraction=0.4"], tmp_path / "a", iters=900, checks=4)
+    assert command[1:3] == ["-m", "semivdn.cli"]
+    parsed = build_parser().parse_args(command[3:])
+    assert (parsed.variant, parsed.init, parsed.out) == ("M2+ft", args.init, str(tmp_path / "a"))
+    cfg = load_config(ROOT / "params.yaml", parsed.profile, parsed.overrides)
+    train = cfg.train_for(gpu_candidates.VARIANT)
+    assert (train.iters, train.batch_size, cfg.data.crop, cfg.data.identity_fraction) == (900, 16, 128, 0.4)
+    assert train.val_every == train.checkpoint_every == 225  # four checks in the run
+    assert cfg.mlflow.tracking_uri == f"sqlite:///{tmp_path / 'a' / 'mlruns.db'}"  # one store per process
