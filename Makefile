@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 # Register the `full` model that `dvc repro` produced and let the gate decide on `champion`.
 promote: $(STAMP)
-	$(BIN)/semivdn register --model semivdn/assets/semivdn-release.safetensors --variant M2 \
+	$(BIN)/semivdn register --model semivdn/assets/semivdn-release.safetensors --variant M2+ft \
 	  --eval reports/eval/release --first-champion  # the shipped release model seeds an empty registry
 	$(BIN)/semivdn register --model models/full/model.safetensors --variant full --eval reports/eval/full
 	$(BIN)/semivdn promote > metrics/promotion.json
