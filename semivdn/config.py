@@ -67,9 +67,10 @@ class MakeData:
     real_format: Literal["mp4", "png"] = "mp4"
     procedural_scenes: int = 0  # painted scenes (semivdn.data.procedural) joining the paired train split's photos
     procedural_val_scenes: int = 0  # painted scenes joining each val split (their own, unseen by training)
+    procedural_test_scenes: int = 0  # painted scenes joining each test split (their own, unseen by all else)
 
     def __post_init__(self) -> None:
-        for name in ("procedural_scenes", "procedural_val_scenes"):
+        for name in ("procedural_scenes", "procedural_val_scenes", "procedural_test_scenes"):
             _require(getattr(self, name) >= 0, f"make_data.{name}", "must be >= 0")
         for name in ("height", "width"):
             _require(getattr(self, name) >= 32, f"make_data.{name}", "must be at least 32 pixels")

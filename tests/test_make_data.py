@@ -56,7 +56,7 @@ def test_splits_are_disjoint_by_scene_within_and_across_sets() -> None:
 
 
 def test_painted_scenes_keep_the_splits_disjoint() -> None:
-    """The release profile paints scenes for paired train and both val splits, and harm its own unseen ones."""
+    """The release profile paints scenes for paired train and the val and test splits, harm its own unseen ones."""
     from semivdn.eval.harm import snow_free_clips
 
     release = load_config(PARAMS, profile="release")
@@ -64,9 +64,11 @@ def test_painted_scenes_keep_the_splits_disjoint() -> None:
     for key, scenes in groups.items():
         for other, other_scenes in groups.items():
             assert other == key or not scenes & other_scenes, (key, other)
-    for set_name in SETS:  # a val split wide enough to choose a model on: several painted scenes besides photos
+    for set_name in SETS:  # val and test wide enough to choose and report a model: painted scenes besides photos
         painted = groups[set_name, "val"] - set(SPLIT_SCENES[set_name]["val"])
         assert len(painted) == release.make_data.procedural_val_scenes >= 5
+        painted = groups[set_name, "test"] - set(SPLIT_SCENES[set_name]["test"])
+        assert len(painted) == release.make_data.procedural_test_scenes >= 5
     for split in SPLITS:  # do-no-harm clips of a split: its own photographs, painted scenes no split has
         harm_scenes = set(snow_free_clips(frames=1, size=32, split=split))
         assert not harm_scenes & set().union(*(scenes for (_, other), scenes in groups.items() if other != split))

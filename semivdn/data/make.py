@@ -45,7 +45,8 @@ SPLITS = ("train", "val", "test")
 SETS = ("paired", "real")
 # first numbers of the painted scenes of each split that gets some: disjoint ranges, so disjoint scenes
 # (semivdn.eval.harm's unseen scenes start at 90_000)
-PROCEDURAL_START = {("paired", "train"): 0, ("paired", "val"): 80_000, ("real", "val"): 85_000}
+PROCEDURAL_START = {("paired", "train"): 0, ("paired", "val"): 80_000, ("real", "val"): 85_000,
+                    ("paired", "test"): 92_000, ("real", "test"): 95_000}
 REAL_NOTE = ("Proxy-real stand-in for real snowy footage (such as Realsnow85): filmed by an independent 3-D "
              "particle snow model (semivdn/data/realsnow.py, params real_snow, recorded under 'snow') over scenes "
              "disjoint from the paired set. It is not real footage. Its clean frames are kept aside (truth_root) "
@@ -118,11 +119,12 @@ def split_counts(cfg: Config, set_name: str) -> dict[str, int]:
 def split_scenes(cfg: Config, set_name: str, split: str) -> tuple[str, ...]:
     """The scenes a split's clips cycle through: its photographs (SPLIT_SCENES), then its painted scenes.
 
-    The paired train split gains ``procedural_scenes`` painted scenes and each val split
-    ``procedural_val_scenes``: a val split of one or two photographs is too narrow to choose a model on.
+    The paired train split gains ``procedural_scenes`` painted scenes, each val split
+    ``procedural_val_scenes`` and each test split ``procedural_test_scenes``: a split of one or two
+    photographs is too narrow to choose a model on (val) or to report one with (test).
     """
     counts = {"train": cfg.make_data.procedural_scenes if set_name == "paired" else 0,
-              "val": cfg.make_data.procedural_val_scenes, "test": 0}
+              "val": cfg.make_data.procedural_val_scenes, "test": cfg.make_data.procedural_test_scenes}
     painted = procedural_names(KINDS, PROCEDURAL_START[set_name, split], counts[split]) if counts[split] else ()
     return SPLIT_SCENES[set_name][split] + painted
 
