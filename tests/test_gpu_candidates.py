@@ -26,3 +26,21 @@ def test_a_candidate_command_parses_and_its_overrides_reach_the_config(tmp_path:
     assert (train.iters, train.batch_size, cfg.data.crop, cfg.data.identity_fraction) == (900, 16, 128, 0.4)
     assert train.val_every == train.checkpoint_every == 225  # four checks in the run
     assert cfg.mlflow.tracking_uri == f"sqlite:///{tmp_path / 'a' / 'mlruns.db'}"  # one store per process
+
+
+def test_pack_returns_one_archive_per_candidate_with_its_model_or_last_checkpoint(tmp_path: Path) -> None:
+    import json
+    import tarfile
+
+    runs = tmp_path / "runs"
+    for name, weights in (("done", "model.safetensors"), ("stopped", gpu_candidates.STATE_FILE)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / weights).write_bytes(b"w")
+        (runs / name / "metrics.json").write_text("{}")
+    out = tmp_path / "out" / "new"  # created on demand
+    gpu_candidates.pack(runs, out, ["done", "stopped"], {"iters": {"done": 100}})
+    assert json.loads((out / "calibration.json").read_text()) == {"iters": {"done": 100}}
+    with tarfile.open(out / "done.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["done/metrics.json", "done/model.safetensors"]
+    with tarfile.open(out / "stopped.tar.gz") as tar:  # the deadline stopped it: its last checkpoint comes back
+        assert sorted(tar.getnames()) == ["stopped/last.ckpt", "stopped/metrics.json"]

@@ -84,6 +84,20 @@ def run_all(args: argparse.Namespace, candidates: dict[str, list[str]], root: Pa
     return results
 
 
+def pack(runs: Path, out: Path, names: list[str], summary: dict) -> None:
+    """OUT/calibration.json and one OUT/NAME.tar.gz per candidate (the last checkpoint if it has no model)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(json.dumps(summary, indent=2, default=str))
+    for name in names:
+        run = runs / name
+        files = ["model.safetensors" if (run / "model.safetensors").is_file() else STATE_FILE,
+                 "metrics.json", "curve.csv", "train.log"]
+        with tarfile.open(out / f"{name}.tar.gz", "w:gz") as tar:
+            for file in files:
+                if (run / file).is_file():
+                    tar.add(run / file, arcname=f"{name}/{file}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--init", required=True, help="checkpoint every candidate starts from")
@@ -127,15 +141,7 @@ def main() -> int:
 
     summary = {"calibration": calibration, "iters": iters, "results": results, "candidates": candidates,
                "shared": args.set}
-    (Path(args.out) / "calibration.json").write_text(json.dumps(summary, indent=2, default=str))
-    for name in candidates:
-        run = root / "final" / name
-        files = ["model.safetensors" if (run / "model.safetensors").is_file() else STATE_FILE,
-                 "metrics.json", "curve.csv", "train.log"]
-        with tarfile.open(Path(args.out) / f"{name}.tar.gz", "w:gz") as tar:
-            for file in files:
-                if (run / file).is_file():
-                    tar.add(run / file, arcname=f"{name}/{file}")
+    pack(root / "final", Path(args.out), list(candidates), summary)
     return 0 if all(result["returncode"] == 0 for result in results.values()) else 1
 
 
