@@ -28,9 +28,14 @@ from pathlib import Path
 
 from semivdn.train.state import STATE_FILE  # the last checkpoint, kept if the deadline stopped a run
 
-VARIANT = "M2+ft"  # supervised fine-tuning: a warm restart from --init, like `make release`'s stages 2 and 3
+VARIANT = "M2+ft"  # supervised fine-tuning: a warm restart from --init, like `make release`'s stages 2 to 5
 LOG_EVERY = 10
 FINAL_CHECKS = 4  # validations (and checkpoints) in a final run; a calibration run validates once, at its end
+
+
+def tracking_store(out: Path) -> str:
+    """Each candidate's own MLflow store: processes running at once would wait on one SQLite file's lock."""
+    return f"sqlite:///{out / 'mlruns.db'}"
 
 
 def steps_per_second(out: Path, run_id: str) -> float:
@@ -38,7 +43,7 @@ def steps_per_second(out: Path, run_id: str) -> float:
     validation, which the run's own it/s includes, would make a short calibration run look slow."""
     from mlflow import MlflowClient
 
-    history = sorted(MlflowClient(f"sqlite:///{out / 'mlruns.db'}").get_metric_history(run_id, "train_loss"),
+    history = sorted(MlflowClient(tracking_store(out)).get_metric_history(run_id, "train_loss"),
                      key=lambda metric: metric.step)
     first, last = history[0], history[-1]  # logged before the run's one validation, at its end
     return (last.step - first.step) / max((last.timestamp - first.timestamp) / 1000, 1e-3)
@@ -48,7 +53,7 @@ def train_command(args: argparse.Namespace, overrides: list[str], out: Path, ite
     every = max(iters // checks, 1)  # validation, checkpoint and sample image this many times in the run
     settings = [*args.set, *overrides, f"variants.{VARIANT}.iters={iters}", f"train.val_every={every}",
                 f"train.checkpoint_every={every}", f"train.image_every={every}", f"train.log_every={LOG_EVERY}",
-                f"mlflow.tracking_uri=sqlite:///{out / 'mlruns.db'}", f"mlflow.artifact_location={out / 'mlartifacts'}"]
+                f"mlflow.tracking_uri={tracking_store(out)}", f"mlflow.artifact_location={out / 'mlartifacts'}"]
     return [sys.executable, "-m", "semivdn.cli", "train", "--profile", args.profile, "--variant", VARIANT,
             "--raw", args.raw, "--curated", args.curated, "--init", args.init, "--out", str(out),
             "--metrics", str(out / "metrics.json"), "--curve", str(out / "curve.csv"),
