@@ -94,9 +94,11 @@ class SnowParams:
     airlight_range: tuple[float, float] = (0.75, 0.95)
     aspect_range: tuple[float, float] = (1.0, 1.0)  # flake elongation (irregular clumps), random orientation
     gust: float = 0.0  # relative variation of the wind over time (0: steady wind)
+    haze_gradient: float = 1.0  # 1: haze thickens with the depth proxy; 0: a uniform veil of T_far everywhere
 
     def __post_init__(self) -> None:
         _require(self.flakes_per_megapixel >= 0, "snow.flakes_per_megapixel", "must be >= 0")
+        _require(0.0 <= self.haze_gradient <= 1.0, "snow.haze_gradient", "must lie in [0, 1]")
         _check_range(self.aspect_range, "snow.aspect_range", 1.0)
         _require(0.0 <= self.gust <= 1.0, "snow.gust", "must lie in [0, 1]")
         _check_range(self.size_range, "snow.size_range", 0.0)
@@ -154,7 +156,8 @@ class SnowRandomization:
     Each clip draws its own snow style around ``snow``: density scaled by a log-uniform factor
     in ``density_scale``, flake size and fall speed scaled by ``size_scale``/``speed_scale``,
     streak, bokeh and clump shares, gusts and haze drawn anew; ``no_haze_fraction`` of clips
-    have no haze; ``camera_fraction`` of clips are filmed through a noisy, compressing camera
+    have no haze; ``haze_gradient`` draws how much the haze follows depth (down to a uniform
+    veil, as unresolved far snow gives); ``camera_fraction`` of clips are filmed through a noisy, compressing camera
     (semivdn.data.camera). All ones and zeros: every clip uses ``snow`` as is. (Snow-free pairs
     come from ``data.identity_fraction`` at training time instead: curation rightly rejects a
     paired clip whose input equals its truth.)
@@ -165,6 +168,7 @@ class SnowRandomization:
     size_scale: tuple[float, float] = (1.0, 1.0)
     speed_scale: tuple[float, float] = (1.0, 1.0)
     vary_style: bool = False  # draw streak/bokeh shares, clump aspect, gusts and haze per clip
+    haze_gradient: tuple[float, float] = (1.0, 1.0)  # uniform draw of snow.haze_gradient (0: uniform veil)
     camera_fraction: float = 0.0  # clips filmed through a camera (semivdn.data.camera): noise and JPEG
     read_noise: tuple[float, float] = (0.003, 0.02)  # σ of the camera's read noise, of full scale
     jpeg_quality: tuple[int, int] = (45, 95)
@@ -175,6 +179,7 @@ class SnowRandomization:
         for name in ("density_scale", "size_scale", "speed_scale"):
             _check_range(getattr(self, name), f"paired_randomization.{name}", 1e-6)
         _check_range(self.read_noise, "paired_randomization.read_noise", 0.0, 1.0)
+        _check_range(self.haze_gradient, "paired_randomization.haze_gradient", 0.0, 1.0)
         _check_range(self.jpeg_quality, "paired_randomization.jpeg_quality", 1, 100)
 
 

@@ -52,6 +52,8 @@ def test_load_config_reads_the_file() -> None:
         ({"train": {"ema": 1.5}}, "train.ema"),
         ({"data": {"frames_per_clip": 4}}, "data.frames_per_clip"),
         ({"snow": {"haze_range": [0.9, 0.1]}}, "snow.haze_range"),
+        ({"snow": {"haze_gradient": 1.5}}, "snow.haze_gradient: must lie in"),
+        ({"paired_randomization": {"haze_gradient": [0.0, 2.0]}}, "paired_randomization.haze_gradient"),
         ({"train": {"device": "tpu"}}, "train.device: must be one of"),
         ({"model": {"dim": 30, "heads": 4}}, "model.dim"),
         ({"variants": {"X": {"tde": "yes", "mean_teacher": False, "dcr": False}}}, "variants.X.tde"),

@@ -71,6 +71,14 @@ def test_randomized_snow_spans_the_configured_ranges() -> None:
     clean = np.random.default_rng(1).random((3, 32, 32, 3), dtype=np.float32)
     hazeless = next(p for p in drawn if p.haze_range == (1.0, 1.0))
     np.testing.assert_array_equal(synthesize_snow(clean, hazeless, 0).transmission, 1.0)
+    assert {p.haze_gradient for p in drawn} == {1.0}  # not asked for: every clip keeps the depth-graded haze
+
+
+def test_haze_gradient_is_drawn_per_clip_within_its_range() -> None:
+    spread = SnowRandomization(haze_gradient=(0.0, 0.4))
+    drawn = np.array([randomize_snow(SnowParams(), spread, np.random.default_rng(seed)).haze_gradient
+                      for seed in range(100)])
+    assert 0.0 <= drawn.min() < 0.05 and 0.35 < drawn.max() <= 0.4
 
 
 def _write(folder: Path, frames: np.ndarray) -> None:

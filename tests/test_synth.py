@@ -72,6 +72,17 @@ def test_haze_is_thicker_far_away_at_the_top() -> None:
     assert clip.transmission.min() >= 0.5 - 1e-6  # T_far is the thickest haze
 
 
+@pytest.mark.parametrize("gradient", [0.0, 0.5])
+def test_haze_gradient_fades_the_depth_towards_a_uniform_veil(gradient: float) -> None:
+    graded, blended = (synthesize_snow(_clean(height=64), dataclasses.replace(SnowParams(), haze_range=(0.5, 0.5),
+                                                                              haze_gradient=g), seed=4)
+                       for g in (1.0, gradient))
+    depth = np.log(graded.transmission) / np.log(0.5)  # T = T_far ** depth, the same fog for the same seed
+    np.testing.assert_allclose(np.log(blended.transmission) / np.log(0.5), 1.0 - gradient * (1.0 - depth), atol=1e-5)
+    if gradient == 0.0:  # a uniform veil of T_far over every pixel of every frame
+        np.testing.assert_allclose(blended.transmission, 0.5, atol=1e-6)
+
+
 def test_flakes_are_visible_with_the_default_snow() -> None:
     grey = np.full((4, 96, 96, 3), 0.3, np.float32)
     clip = synthesize_snow(grey, load_config(PARAMS, profile="demo").snow, seed=5)

@@ -104,6 +104,8 @@ def randomize_snow(base: SnowParams, spread: SnowRandomization, rng: np.random.G
             wind_range=scaled(base.wind_range, rng.uniform(0.3, 2.0)), haze_range=(far_haze, far_haze))
     if rng.random() < spread.no_haze_fraction:
         params = dataclasses.replace(params, haze_range=(1.0, 1.0))
+    if spread.haze_gradient != (1.0, 1.0):  # drawn only when asked: older data keeps its random stream
+        params = dataclasses.replace(params, haze_gradient=float(rng.uniform(*spread.haze_gradient)))
     return params
 
 
@@ -142,7 +144,11 @@ def _value_noise(rng: np.random.Generator, cells: int, ys: np.ndarray, xs: np.nd
 
 def _transmission(rng: np.random.Generator, params: SnowParams, height: int, width: int,
                   drift: np.ndarray) -> np.ndarray:
-    """T = T_far ** depth; depth grows towards the top rows and inside fog patches drifting with the wind."""
+    """T = T_far ** depth; depth grows towards the top rows and inside fog patches drifting with the wind.
+
+    ``haze_gradient`` g blends that depth with the far end, 1 − g·(1 − depth): g = 0 is a uniform
+    veil of T_far over the whole frame, the look of snow falling between the camera and the scene.
+    """
     far = rng.uniform(*params.haze_range)
     rows = np.linspace(1.0, 0.0, height, dtype=np.float32)[:, None]
     cell = max(height, width) / FOG_CELLS
@@ -150,6 +156,8 @@ def _transmission(rng: np.random.Generator, params: SnowParams, height: int, wid
     xs = (np.arange(width, dtype=np.float32)[None, None, :] - 0.3 * drift[:, None, None]) / cell
     fog = _value_noise(rng, FOG_CELLS * 4, ys + rng.uniform(0, FOG_CELLS), xs + rng.uniform(0, FOG_CELLS))
     depth = NEAR_DEPTH + (1.0 - NEAR_DEPTH) * (0.65 * rows + 0.35 * fog)
+    if params.haze_gradient != 1.0:
+        depth = 1.0 - np.float32(params.haze_gradient) * (1.0 - depth)
     return np.power(np.float32(far), depth, dtype=np.float32)[..., None]
 
 
