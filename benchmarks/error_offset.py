@@ -5,7 +5,7 @@
         --output benchmarks/results/error_offset_release_val.json
 
 For every clip with truth (paired, and proxy-real where held-back truth exists) it desnows the clip,
-quantizes to 8 bit as `semivdn evaluate` does, and records:
+quantizes to 8 bit as `semivdn evaluate` does (``quantize_8bit``), and records:
 
 - ``psnr``: PSNR of the whole clip (all frames' pixels in one mean squared error);
 - ``offset_levels``: the output's mean error per colour channel over the clip, in grey levels
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semivdn.config import load_config
 from semivdn.data.datasets import clip_refs, load_manifest, read_clip
-from semivdn.eval.evaluate import with_truth
+from semivdn.eval.evaluate import quantize_8bit, with_truth
 from semivdn.inference import desnow_clip
 from semivdn.registry import load_model_ref
 
@@ -82,7 +82,7 @@ def main() -> None:
         for clip in (c for c in clips if c.clean is not None):
             snowy, truth = read_clip(clip.snowy), read_clip(clip.clean)
             with torch.no_grad():
-                output = desnow_clip(model, snowy, cfg.data.frames_per_clip).clamp(0, 1).mul(255).round().div(255)
+                output = quantize_8bit(desnow_clip(model, snowy, cfg.data.frames_per_clip))
             rows.append(clip_row(clip.clip_id, snowy, output, truth))
             print(f"{clip.clip_id}: {rows[-1]['psnr']:.2f} dB, {rows[-1]['psnr_offset_removed']:.2f} dB without "
                   f"its offset {rows[-1]['offset_levels']}", flush=True)

@@ -2,6 +2,8 @@
 
 import argparse
 import importlib.util
+import json
+import tarfile
 from pathlib import Path
 
 from semivdn.cli import build_parser
@@ -29,9 +31,6 @@ def test_a_candidate_command_parses_and_its_overrides_reach_the_config(tmp_path:
 
 
 def test_pack_returns_one_archive_per_candidate_with_its_model_or_last_checkpoint(tmp_path: Path) -> None:
-    import json
-    import tarfile
-
     runs = tmp_path / "runs"
     for name, weights in (("done", "model.safetensors"), ("stopped", gpu_candidates.STATE_FILE)):
         (runs / name).mkdir(parents=True)

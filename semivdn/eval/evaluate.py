@@ -82,7 +82,8 @@ def _create_metrics(cfg: Config, names: tuple[str, ...], paired: bool, device: t
     return [create_metric(name, cfg, device) for name in names]
 
 
-def _quantize(frames: torch.Tensor) -> torch.Tensor:
+def quantize_8bit(frames: torch.Tensor) -> torch.Tensor:
+    """Round to the 256 levels a saved video holds: every score is of what a user would get."""
     return frames.clamp(0, 1).mul(255).round().div(255)
 
 
@@ -124,7 +125,7 @@ def _evaluate_clips(clips: list[ClipRef], source: str, method: Method, metrics: 
     rows: list[dict[str, Any]] = []
     for index, clip in enumerate(tqdm(clips, desc=f"evaluate {name} ({source})", unit="clip")):
         snowy = read_clip(clip.snowy)
-        output = _quantize(method(snowy))
+        output = quantize_8bit(method(snowy))
         clean = read_clip(clip.clean) if clip.clean is not None else None
         if output.shape != snowy.shape or (clean is not None and clean.shape != snowy.shape):
             raise ValueError(f"clip {clip.clip_id}: input {tuple(snowy.shape)}, output {tuple(output.shape)} and "
