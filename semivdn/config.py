@@ -262,6 +262,7 @@ class Loss:
     dcr_eps: float = 1e-7
     gmm_components: int = 3
     dcr_bank: int = 16
+    dcr_refresh: int = 1  # steps between DCR's distribution updates (Eq. 11 fit, bank entry, ultra-positive)
     vgg_weights: str = "none"
 
     def __post_init__(self) -> None:
@@ -271,6 +272,7 @@ class Loss:
                 _require(value >= 0, f"loss.{f.name}", "must be >= 0")
         _require(self.gmm_components >= 1, "loss.gmm_components", "must be >= 1")
         _require(self.dcr_bank >= 1, "loss.dcr_bank", "must be >= 1")
+        _require(self.dcr_refresh >= 1, "loss.dcr_refresh", "must be >= 1 (1: every step)")
 
 
 @dataclass(frozen=True)
@@ -304,7 +306,11 @@ class Train:
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of the ablation (Table 2); ``iters``/``lr`` override ``train`` (fine-tuning from ``init``)."""
+    """One row of the ablation (Table 2); ``iters``, ``lr`` and the batch sizes override ``train``.
+
+    The batch overrides let a mean-teacher step (M3, full) share the paper's batch of 4 between
+    labelled and unlabelled clips instead of doubling the clips (and the time) of every step.
+    """
 
     tde: bool
     mean_teacher: bool
@@ -312,9 +318,13 @@ class Variant:
     init: str | None = None
     iters: int | None = None
     lr: float | None = None
+    batch_size: int | None = None
+    real_batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        _require(self.iters is None or self.iters >= 1, "variants.*.iters", "must be >= 1 or null")
+        for name in ("iters", "batch_size", "real_batch_size"):
+            _require(getattr(self, name) is None or getattr(self, name) >= 1, f"variants.*.{name}",
+                     "must be >= 1 or null")
         _require(self.lr is None or self.lr > 0, "variants.*.lr", "must be > 0 or null")
         _require(not self.dcr or self.mean_teacher, "variants.*.dcr", "DCR needs mean_teacher: true (Eq. 12)")
 
@@ -433,10 +443,11 @@ class Config:
         return self.variants[name]
 
     def train_for(self, variant: str) -> Train:
-        """The train section with the variant's ``iters``/``lr`` overrides applied."""
+        """The train section with the variant's overrides (``iters``, ``lr``, batch sizes) applied."""
         spec = self.variant(variant)
-        return dataclasses.replace(self.train, iters=self.train.iters if spec.iters is None else spec.iters,
-                                   lr=self.train.lr if spec.lr is None else spec.lr)
+        names = ("iters", "lr", "batch_size", "real_batch_size")
+        overrides = {name: getattr(spec, name) for name in names if getattr(spec, name) is not None}
+        return dataclasses.replace(self.train, **overrides)
 
     def model_for(self, variant: str) -> Model:
         """The model section with the variant's architecture switch applied."""
@@ -539,6 +550,11 @@ def _build(cls: type, values: Mapping[str, Any], key: str) -> Any:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
         raise ConfigError(f"{key or 'params'}: {exc}") from exc
+    except ConfigError as exc:  # an entry of a mapping (variants.*.lr) names its own key (variants.full.lr)
+        head, wildcard, rest = str(exc).partition(".*.")
+        if wildcard and key.startswith(f"{head}."):
+            raise ConfigError(f"{key}.{rest}") from exc
+        raise
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

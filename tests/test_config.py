@@ -111,6 +111,18 @@ def test_variant_overrides_iterations_and_learning_rate() -> None:
     assert demo.train_for("M2").iters == demo.train.iters and demo.train_for("M2").lr == demo.train.lr
     assert demo.train_for("full").lr == demo.variant("full").lr  # fine-tuning from M2
     assert smoke.train_for("full").iters == 6  # profiles reach into variants too
+    full = demo.train_for("full")  # the paper's batch of 4 clips, shared between labelled and unlabelled
+    assert (full.batch_size, full.real_batch_size) == (demo.variant("full").batch_size,
+                                                       demo.variant("full").real_batch_size) == (3, 1)
+    assert demo.train_for("M2").batch_size == demo.train.batch_size == 4
+
+
+def test_variant_batch_overrides_are_validated(raw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEMIVDN_PROFILE", raising=False)
+    for key in ("batch_size", "real_batch_size"):
+        bad = {**raw, "variants": {"X": {"tde": True, "mean_teacher": True, "dcr": False, key: 0}}}
+        with pytest.raises(ConfigError, match=rf"variants\.X\.{key}: must be >= 1"):
+            config_from_dict(bad)
 
 
 def test_dcr_without_mean_teacher_is_rejected(raw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,6 +137,11 @@ def test_the_m2_ft_control_gets_exactly_the_semi_supervised_variants_extra_train
     cfg = load_config(PARAMS, profile)
     control = cfg.variant("M2+ft")
     assert (control.tde, control.mean_teacher, control.dcr, control.init) == (True, False, False, "M2")
+    control_train = cfg.train_for("M2+ft")
     for variant in ("M3", "full"):
         assert cfg.variant(variant).init == "M2"
-        assert cfg.train_for("M2+ft") == cfg.train_for(variant)  # same steps, learning rate and schedule
+        train = cfg.train_for(variant)
+        assert (control_train.iters, control_train.lr, control_train.poly_power) == (train.iters, train.lr,
+                                                                                     train.poly_power)
+        # the same clips per step: the control's are all labelled, the mean teacher's partly unlabelled
+        assert control_train.batch_size == train.batch_size + (train.real_batch_size or train.batch_size)

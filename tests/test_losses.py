@@ -15,7 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from torchvision.models.vgg import cfgs, make_layers
 
-from semivdn.config import Config, config_from_dict
+from semivdn.config import Config, ConfigError, config_from_dict
 from semivdn.losses import (
     DCR,
     CharbonnierLoss,
@@ -327,6 +327,22 @@ def test_dcr_module_gradients_and_parts() -> None:
     assert len(dcr.bank) == 2
 
 
+def test_dcr_refreshes_its_distributions_every_dcr_refresh_steps() -> None:
+    dcr = DCR(make_cfg(dcr_bank=8, dcr_refresh=3))
+    generator = torch.Generator().manual_seed(1)
+    sizes, choices = [], []
+    for _ in range(7):
+        _, parts = dcr(*(torch.rand(2, 4, 8, 8, generator=generator) for _ in range(6)))
+        assert dcr.ultra is not None
+        sizes.append(len(dcr.bank))
+        choices.append((dcr.ultra[0], parts["dcr_kl"]))
+    assert sizes == [1, 1, 1, 2, 2, 2, 3]  # steps 0, 3 and 6 refresh
+    for held in (1, 2, 4, 5):  # between refreshes: the same ultra-positive map and its KL
+        assert choices[held][0] is choices[held - 1][0] and choices[held][1] == choices[held - 1][1]
+    with pytest.raises(ConfigError, match=r"loss\.dcr_refresh"):
+        make_cfg(dcr_refresh=0)
+
+
 # --- VGG features and the missing-weights policy --------------------------------------------------
 
 def test_vgg_imagenet_missing_names_file_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -425,21 +441,22 @@ def test_unsupervised_loss_total_and_gradient(vgg_file: Path) -> None:
 
 
 def test_dcr_state_round_trip_resumes_identically(tmp_path: Path) -> None:
-    cfg = make_cfg(dcr_bank=3)
+    cfg = make_cfg(dcr_bank=3, dcr_refresh=2)
     generator = torch.Generator().manual_seed(5)
 
     def step() -> list[torch.Tensor]:
         return [torch.rand(2, 4, 8, 8, generator=generator) for _ in range(6)]
 
     original = DCR(cfg)
-    for _ in range(4):  # one candidate per step: the bank of 3 is full and has dropped one
+    for _ in range(7):  # a candidate every 2nd step: the bank of 3 is full and has dropped one; mid-cycle
         original(*step())
     torch.save(original.state_dict(), tmp_path / "dcr.pt")
     resumed = DCR(cfg)
     resumed.load_state_dict(torch.load(tmp_path / "dcr.pt", weights_only=True))
     assert [torch.equal(a, b) for a, b in zip(original.bank.candidates(), resumed.bank.candidates(), strict=True)] \
         == [True, True, True]
-    inputs = step()
-    expected, resumed_value = original(*inputs)[0], resumed(*inputs)[0]
-    assert resumed_value.item() == expected.item()  # same bank, same GMMs, same augmentation draw
+    for _ in range(2):  # a held step, then a refresh: same bank, GMMs, ultra-positive and augmentation draw
+        inputs = step()
+        expected, resumed_value = original(*inputs)[0], resumed(*inputs)[0]
+        assert resumed_value.item() == expected.item()
 

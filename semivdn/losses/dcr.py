@@ -340,9 +340,15 @@ class DCR(nn.Module):
     augmentation generator are the module's extra state, so ``state_dict()`` /
     ``load_state_dict()`` carry them (tensors only, loadable with ``torch.load(weights_only=True)``).
 
+    Refresh: the distribution side of DCR (a bank entry, the real GMM fit of Eq. 11 and the KL
+    search for the ultra-positive) runs every ``loss.dcr_refresh`` steps; the steps between reuse
+    the chosen ultra-positive, while Eq. 12 itself is computed every step on that step's features.
+    The distributions drift slowly (the warm-started EM already relies on it), and the bank then
+    spans ``dcr_bank × dcr_refresh`` steps; with 1 (the paper's reading) everything runs per step.
+
     Args:
         cfg: uses ``loss.dcr`` (weight), ``loss.dcr_eps`` (ε), ``loss.gmm_components`` (K),
-            ``loss.dcr_bank`` (bank capacity) and ``seed``.
+            ``loss.dcr_bank`` (bank capacity), ``loss.dcr_refresh`` and ``seed``.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -353,18 +359,34 @@ class DCR(nn.Module):
         self.seed = cfg.seed
         self.descriptor = SnowDescriptor(seed=cfg.seed)
         self.bank = SnowBank(cfg.loss.dcr_bank, cfg.loss.gmm_components, self.descriptor, cfg.seed)
+        self.refresh = cfg.loss.dcr_refresh
         self.real_gmm: GaussianMixture | None = None
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.steps = 0  # forward calls so far: which ones refresh
+        self.ultra: tuple[Tensor, float] | None = None  # Ĝ_Ultra^S of the last refresh and its KL
 
     def forward(self, g_b_s: Tensor, g_snow_s: Tensor, u_b_s: Tensor, u_snow_s: Tensor, u_b_t: Tensor,
                 u_snow_t: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Add one of this step's synthetic snow maps G_Snow^S to the bank, then compute weight · L_DCR.
+        """On a refresh step, update the distributions (see the class docstring); then weight · L_DCR.
 
-        One random map per step (not the whole batch) keeps the bank spread over the last
-        ``loss.dcr_bank`` steps and costs one GMM fit instead of B·N_f.
+        A refresh adds one random synthetic snow map G_Snow^S of this step to the bank (not the
+        whole batch: the bank stays spread over many steps, at one GMM fit instead of B·N_f), fits
+        the real GMM to this step's U_Snow^S and picks the ultra-positive.
 
         Returns the weighted loss and ``{"dcr": unweighted L_DCR, "dcr_kl": KL of the chosen candidate}``.
         """
+        if self.ultra is None or self.steps % self.refresh == 0:
+            self._refresh(g_snow_s, u_snow_s)
+        self.steps += 1
+        assert self.ultra is not None
+        ultra, divergence = self.ultra
+        ultra = ultra.to(u_b_s.device)  # a resumed bank lives on the CPU
+        negative_snow = feature_augment(u_snow_t.detach(), self.generator)
+        value = dcr_loss(u_b_t.detach(), u_snow_s, u_b_s, ultra, g_b_s.detach(), negative_snow, self.eps)
+        return self.weight * value, {"dcr": float(value.detach()), "dcr_kl": divergence}
+
+    def _refresh(self, g_snow_s: Tensor, u_snow_s: Tensor) -> None:
+        """Bank entry, Eq. 11's real GMM (warm-started from the last one) and the closest candidate."""
         synthetic = _gather(g_snow_s.detach())
         pick = int(torch.randint(synthetic.shape[0], (1,), generator=self.generator))
         self.bank.add(synthetic[pick])
@@ -373,20 +395,19 @@ class DCR(nn.Module):
         # samples, and a batch of 4 clips gives 3072 (EM costs O(samples): the fit was half of DCR's time)
         real_samples = real_samples[::max(1, math.ceil(len(real_samples) / REAL_GMM_SAMPLES))]
         self.real_gmm = fit_gmm(real_samples, self.components, self.seed, start=self.real_gmm)
-        ultra, divergence = self.bank.closest(self.real_gmm)
-        ultra = ultra.to(u_b_s.device)  # a resumed bank lives on the CPU
-        negative_snow = feature_augment(u_snow_t.detach(), self.generator)
-        value = dcr_loss(u_b_t.detach(), u_snow_s, u_b_s, ultra, g_b_s.detach(), negative_snow, self.eps)
-        return self.weight * value, {"dcr": float(value.detach()), "dcr_kl": divergence}
+        self.ultra = self.bank.closest(self.real_gmm)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"bank": self.bank.state(), "generator": self.generator.get_state(),
-                "real_gmm": gmm_state(self.real_gmm) if self.real_gmm is not None else {}}
+                "real_gmm": gmm_state(self.real_gmm) if self.real_gmm is not None else {},
+                "steps": self.steps, "ultra": list(self.ultra) if self.ultra is not None else []}  # [map, KL]
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.bank.load(state["bank"])
         self.real_gmm = gmm_from_state(state["real_gmm"], self.seed) if state["real_gmm"] else None
         self.generator.set_state(state["generator"])
+        self.steps = state["steps"]
+        self.ultra = (state["ultra"][0], float(state["ultra"][1])) if state["ultra"] else None
 
 
 def _gather(tensor: Tensor) -> Tensor:
