@@ -40,7 +40,7 @@ from semivdn.models import create_model
 from semivdn.models.checkpoint import save_checkpoint
 from semivdn.registry import load_model_ref, log_model
 from semivdn.tracking import configure_mlflow, git_commit
-from semivdn.train.augment import strong_augment
+from semivdn.train.augment import ToneJitter, strong_augment
 from semivdn.train.distributed import DistContext, init_distributed, shutdown_distributed
 from semivdn.train.ema import TeacherAverager, poly_decay
 from semivdn.train.state import STATE_FILE, load_state, save_state
@@ -151,10 +151,10 @@ class Trainer:
         """
         self.student.train()
         labelled = batch.labelled_snowy.shape[0]
-        inputs, real_aug = batch.labelled_snowy, None
+        inputs, real_aug, tone = batch.labelled_snowy, None, None
         if self.teacher is not None and batch.real is not None:
             generator = torch.Generator().manual_seed(_derived_seed(self.cfg.seed, iteration, 7))
-            real_aug = strong_augment(batch.real, generator)
+            real_aug, tone = strong_augment(batch.real, generator)
             inputs = torch.cat([inputs, real_aug])
         with self.autocast():
             out = self.wrapped(inputs)
@@ -162,8 +162,8 @@ class Trainer:
             loss, sup_parts = self.sup_loss(pred, batch.clean.flatten(0, 1))
             parts = {"sup": float(loss.detach()), **_prefixed("sup", sup_parts)}
             if real_aug is not None:
-                assert batch.real is not None
-                unsup, unsup_parts = self._unsupervised(out, labelled, batch.real, real_aug)
+                assert batch.real is not None and tone is not None
+                unsup, unsup_parts = self._unsupervised(out, labelled, batch.real, real_aug, tone)
                 mu = ramp_up(iteration, self.cfg.train.iters, self.cfg.train.mu_max)
                 loss = loss + mu * unsup
                 parts.update(unsup_parts, unsup=float(unsup.detach()), mu=mu)
@@ -179,14 +179,19 @@ class Trainer:
         parts["lr"] = self.optimizer.param_groups[0]["lr"]
         return parts
 
-    def _unsupervised(self, out: Any, labelled: int, real: torch.Tensor,
-                      real_aug: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Eq. 9 on unlabelled clips (student sees the strong augmentation), plus Eq. 12 for the full model."""
+    def _unsupervised(self, out: Any, labelled: int, real: torch.Tensor, real_aug: torch.Tensor,
+                      tone: ToneJitter) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 9 on unlabelled clips, plus Eq. 12 for the full model.
+
+        The student sees the strong augmentation; its target is the teacher's output on the plain clip
+        under the augmentation's tone map (see :mod:`semivdn.train.augment`).
+        """
         assert self.teacher is not None and self.unsup_loss is not None
         with torch.no_grad():
             teacher_out = self.teacher(real)
+            target = tone(teacher_out.frames.float()).clamp(0.0, 1.0)
         unsup, unsup_parts = self.unsup_loss(out.frames[labelled:].flatten(0, 1).float(),
-                                             teacher_out.frames.flatten(0, 1).float(), real_aug.flatten(0, 1))
+                                             target.flatten(0, 1), real_aug.flatten(0, 1))
         parts = _prefixed("unsup", unsup_parts)
         if self.dcr is not None:
             split = labelled * self.cfg.data.frames_per_clip
