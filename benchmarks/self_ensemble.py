@@ -14,32 +14,19 @@ so an ensemble of n views desnows n times slower. For choosing on val; decisions
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
+from truth_clips import clips_with_truth, load_model, parse_arguments, psnr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from semivdn.config import load_config
-from semivdn.data.datasets import clip_refs, load_manifest, read_clip
-from semivdn.eval.evaluate import quantize_8bit, with_truth
+from semivdn.eval.evaluate import quantize_8bit
 from semivdn.eval.harm import harm, snow_free_clips
 from semivdn.inference import desnow_clip
-from semivdn.registry import load_model_ref
 
-CPU_THREADS = 2
 VIEWS: dict[str, tuple[int, ...]] = {"plain": (), "hflip": (-1,), "vflip": (-2,)}  # dims each view flips
 ENSEMBLES = (("plain",), ("hflip",), ("plain", "hflip"), ("plain", "hflip", "vflip"))
-
-
-def psnr(output: torch.Tensor, truth: torch.Tensor) -> float:
-    return 10 * math.log10(1.0 / max(float(torch.mean((output - truth) ** 2)), 1e-12))
 
 
 def view_outputs(desnow: Callable[[torch.Tensor], torch.Tensor], clip: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -48,38 +35,21 @@ def view_outputs(desnow: Callable[[torch.Tensor], torch.Tensor], clip: torch.Ten
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="release")
-    parser.add_argument("--model", default="release", help="checkpoint, models:/ URI or `release`")
-    parser.add_argument("--split", default="val", choices=["train", "val", "test"])
-    parser.add_argument("--raw", type=Path, required=True)
-    parser.add_argument("--curated", type=Path, required=True)
-    parser.add_argument("--truth", type=Path, required=True, help="held-back truth of the proxy-real clips")
-    parser.add_argument("--output", type=Path, required=True)
-    args = parser.parse_args()
-    torch.set_num_threads(CPU_THREADS)
-
-    cfg = load_config(profile=args.profile)
-    model, meta = load_model_ref(args.model, cfg)
-    model.eval()
+    args = parse_arguments(__doc__.split("\n")[0])
+    cfg, model, meta = load_model(args)
 
     def desnow(clip: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return desnow_clip(model, clip, cfg.data.frames_per_clip)
 
-    manifest = load_manifest(args.curated)
     scores: dict[str, dict[str, list[float]]] = {"+".join(e): {"paired": [], "real": []} for e in ENSEMBLES}
-    for domain in ("paired", "real"):
-        clips = clip_refs(manifest, args.raw, domain, args.split)
-        if domain == "real":  # held-back truth; paired clips carry their own clean frames
-            clips = with_truth(clips, args.truth, args.split)
-        for clip in (c for c in clips if c.clean is not None):
-            outputs, truth = view_outputs(desnow, read_clip(clip.snowy)), read_clip(clip.clean)
-            for ensemble in ENSEMBLES:
-                mean = torch.stack([outputs[view] for view in ensemble]).mean(0)
-                scores["+".join(ensemble)][domain].append(psnr(quantize_8bit(mean), truth))
-            print(f"{clip.clip_id}: " + ", ".join(f"{name} {values[domain][-1]:.2f} dB"
-                                                  for name, values in scores.items()), flush=True)
+    for domain, clip_id, snowy, truth in clips_with_truth(args):
+        outputs = view_outputs(desnow, snowy)
+        for ensemble in ENSEMBLES:
+            mean = torch.stack([outputs[view] for view in ensemble]).mean(0)
+            scores["+".join(ensemble)][domain].append(psnr(quantize_8bit(mean), truth))
+        print(f"{clip_id}: " + ", ".join(f"{name} {values[domain][-1]:.2f} dB" for name, values in scores.items()),
+              flush=True)
     snow_free = snow_free_clips(split=args.split)
     result: dict[str, Any] = {"model": args.model, "checkpoint_sha256": meta["checkpoint_sha256"],
                               "split": args.split, "ensembles": {}}
