@@ -38,7 +38,7 @@ def synthetic_batch(cfg: Config, generator: torch.Generator) -> Batch:
     """Random clips of the profile's shape: (B, N_f, 3, crop, crop) labelled, clean and unlabelled."""
     train, data = cfg.train, cfg.data
     labelled = (train.batch_size, data.frames_per_clip, 3, data.crop, data.crop)
-    unlabelled = (train.real_batch_size or train.batch_size, *labelled[1:])
+    unlabelled = (train.unlabelled_batch_size, *labelled[1:])
     clean = torch.rand(labelled, generator=generator)
     snowy = (clean + 0.3 * torch.rand(labelled, generator=generator)).clamp(0, 1)
     return Batch(snowy, clean, torch.rand(unlabelled, generator=generator))

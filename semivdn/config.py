@@ -303,6 +303,11 @@ class Train:
         _require(0.0 <= self.ema < 1.0, "train.ema", "must lie in [0, 1)")
         _require(self.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 disables clipping)")
 
+    @property
+    def unlabelled_batch_size(self) -> int:
+        """Unlabelled clips per mean-teacher step: ``real_batch_size``, or ``batch_size`` when null."""
+        return self.real_batch_size or self.batch_size
+
 
 @dataclass(frozen=True)
 class Variant:

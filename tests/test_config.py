@@ -144,4 +144,4 @@ def test_the_m2_ft_control_gets_exactly_the_semi_supervised_variants_extra_train
         assert (control_train.iters, control_train.lr, control_train.poly_power) == (train.iters, train.lr,
                                                                                      train.poly_power)
         # the same clips per step: the control's are all labelled, the mean teacher's partly unlabelled
-        assert control_train.batch_size == train.batch_size + (train.real_batch_size or train.batch_size)
+        assert control_train.batch_size == train.batch_size + train.unlabelled_batch_size

@@ -35,9 +35,16 @@ class ToneJitter:
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         """The jittered (B, N_f, 3, H, W) clip, unclamped."""
-        gray = clip.mean(dim=2, keepdim=True)
-        saturated = gray + (clip - gray) * self.saturation
+        return self.contrast_and_brightness(_saturate(clip, self.saturation))
+
+    def contrast_and_brightness(self, saturated: torch.Tensor) -> torch.Tensor:
+        """The map's second half, for a clip whose saturation it has already changed."""
         return self.pivot + (saturated - self.pivot) * self.contrast + self.brightness
+
+
+def _saturate(clip: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
+    gray = clip.mean(dim=2, keepdim=True)
+    return gray + (clip - gray) * saturation
 
 
 def strong_augment(clip: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ToneJitter]:
@@ -52,8 +59,7 @@ def strong_augment(clip: torch.Tensor, generator: torch.Generator) -> tuple[torc
         return (torch.rand(shape, generator=generator) * (high - low) + low).to(clip.device)
 
     saturation, contrast, brightness = uniform(0.6, 1.4), uniform(0.7, 1.3), uniform(-0.1, 0.1)
-    gray = clip.mean(dim=2, keepdim=True)
-    pivot = (gray + (clip - gray) * saturation).mean(dim=(1, 2, 3, 4), keepdim=True)
-    tone = ToneJitter(saturation, contrast, brightness, pivot)
+    saturated = _saturate(clip, saturation)
+    tone = ToneJitter(saturation, contrast, brightness, pivot=saturated.mean(dim=(1, 2, 3, 4), keepdim=True))
     noise = torch.randn(clip.shape, generator=generator).to(clip.device) * uniform(0.0, 0.03)
-    return (tone(clip) + noise).clamp(0.0, 1.0), tone
+    return (tone.contrast_and_brightness(saturated) + noise).clamp(0.0, 1.0), tone

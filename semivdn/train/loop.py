@@ -315,12 +315,11 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
     paired_iter = iter(window_loader(paired, cfg.train.batch_size, cfg.seed, start, stop, cfg.data.workers,
                                          dist_ctx.rank, dist_ctx.world))
     real_iter = None
-    real_batch = cfg.train.real_batch_size or cfg.train.batch_size
     if spec.mean_teacher:
         real = WindowDataset(clip_refs(manifest, raw_root, "real", "train"), n_frames, cfg.data.crop,
                              cfg.data.flip, paired=False)
-        real_iter = iter(window_loader(real, real_batch, cfg.seed + 1, start, stop, cfg.data.workers,
-                                       dist_ctx.rank, dist_ctx.world))
+        real_iter = iter(window_loader(real, cfg.train.unlabelled_batch_size, cfg.seed + 1, start, stop,
+                                       cfg.data.workers, dist_ctx.rank, dist_ctx.world))
     val_clips = [(c.snowy, c.clean) for c in clip_refs(manifest, raw_root, "paired", "val") if c.clean]
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -358,7 +357,7 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
             metrics.update(variant=variant, mlflow_run_id=state.run_id, checkpoint=str(final),
                            recipe={"init": init_ref, "lr": spec.lr or cfg.train.lr, "crop": cfg.data.crop,
                                    "batch_size": cfg.train.batch_size, "device": describe_device(device),
-                                   "real_batch_size": real_batch if spec.mean_teacher else 0,
+                                   "real_batch_size": cfg.train.unlabelled_batch_size if spec.mean_teacher else 0,
                                    "identity_fraction": cfg.data.identity_fraction,
                                    "data_hash": manifest_hash, "git_commit": commit})
             if metrics_path:
