@@ -148,6 +148,9 @@ def _desnow(args: argparse.Namespace, cfg: Config) -> Any:
     from semivdn.inference import desnow_video
     from semivdn.registry import default_model_ref
 
+    if args.snow_gate is not None:  # the flag wins over params (inference.snow_gate.enabled)
+        gate = dataclasses.replace(cfg.inference.snow_gate, enabled=args.snow_gate)
+        cfg = dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, snow_gate=gate))
     return desnow_video(cfg, args.input, args.output, model_ref=args.model or default_model_ref(cfg),
                         device=args.device,
                         tile=args.tile if args.tile is not None else cfg.inference.tile, compare=args.compare,
@@ -283,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     des.add_argument("--tile", type=int, help="tile size in pixels (0: whole frames)")
     des.add_argument("--compare", action="store_true", help="write input and output side by side")
     des.add_argument("--overwrite", action="store_true", help="replace an existing output file or non-empty folder")
+    des.add_argument("--snow-gate", action=argparse.BooleanOptionalAction, default=None,
+                     help="scale the network's change by the snow each frame shows, so footage without snow "
+                     "comes out unchanged (default: params inference.snow_gate.enabled)")
     return parser
 
 

@@ -356,11 +356,28 @@ class Eval:
 
 
 @dataclass(frozen=True)
+class SnowGate:
+    """semivdn/snow_gate.py: scale the network's change by the snow a clip shows (do no harm)."""
+
+    enabled: bool = True
+    threshold: float = 0.02  # luma beyond the 3-frame median that counts as an outlier, of full scale
+    window: int = 8  # frames either side whose outliers a frame's gate pools
+    balance: tuple[float, float] = (0.0, 0.2)  # bright-minus-dark balance mapped to gate 0 .. 1
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.threshold < 1.0, "inference.snow_gate.threshold", "must lie in (0, 1)")
+        _require(self.window >= 1, "inference.snow_gate.window", "must be >= 1 (the first and last frame borrow)")
+        _require(len(self.balance) == 2 and -1.0 <= self.balance[0] < self.balance[1] <= 1.0,
+                 "inference.snow_gate.balance", f"expected -1 <= low < high <= 1, got {list(self.balance)}")
+
+
+@dataclass(frozen=True)
 class Inference:
     tile: int = 0
     tile_overlap: int = 16
     batch_frames: int = 8
     max_batch_pixels: int = 2_100_000  # per model call (frames x tile area): bounds memory at any resolution
+    snow_gate: SnowGate = field(default_factory=SnowGate)
 
     def __post_init__(self) -> None:
         _require(self.tile == 0 or self.tile >= 32, "inference.tile", "must be 0 (off) or >= 32")

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from semivdn.config import Config, Inference
+from semivdn.config import Config, Inference, SnowGate
 from semivdn.data.video import VIDEO_SUFFIXES, FrameReader, FrameWriter, list_frame_files, to_tensor, to_uint8
 from semivdn.devices import resolve_device
 from semivdn.models.vdn import VDN
 from semivdn.registry import load_model_ref
+from semivdn.snow_gate import apply_gate, clip_gates, gates, stream_outliers
 from semivdn.storage import atomic_output
 
 log = logging.getLogger(__name__)
@@ -206,29 +207,53 @@ def _in_eval_mode(model: VDN, stream: Iterator[torch.Tensor]) -> Iterator[torch.
 
 
 def desnow_frames(model: VDN, frames: Iterable[np.ndarray], *, n_frames: int, device: str = "cpu", tile: int = 0,
-                  tile_overlap: int = 16, batch_frames: int = 8,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[np.ndarray]:
+                  tile_overlap: int = 16, batch_frames: int = 8, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  gates: torch.Tensor | None = None) -> Iterator[np.ndarray]:
     """Desnow a stream of RGB uint8 frames (H, W, 3); yields as many restored frames, in order.
 
     Up to ``batch_frames`` frames are encoded, and as many windows restored, per model call,
-    within ``max_pixels`` pixels per call (:func:`bounded_plan`).
+    within ``max_pixels`` pixels per call (:func:`bounded_plan`). ``gates`` (one per frame, from
+    :func:`semivdn.snow_gate.gates`) give each frame that share of the network's change; the
+    inputs a restored frame still needs are held until it is out.
     """
     target = resolve_device(device)
     model.to(target)
-    tensors = (to_tensor(np.asarray(frame)) for frame in frames)
-    stream = _stream(model, tensors, n_frames, target, tile, tile_overlap, batch_frames, max_pixels)
-    for restored in _in_eval_mode(model, stream):
-        yield to_uint8(restored)
+    held: deque[np.ndarray] = deque()
+
+    def tensors() -> Iterator[torch.Tensor]:
+        for frame in frames:
+            frame = np.asarray(frame)
+            if gates is not None:
+                held.append(frame)
+            yield to_tensor(frame)
+
+    stream = _stream(model, tensors(), n_frames, target, tile, tile_overlap, batch_frames, max_pixels)
+    for index, restored in enumerate(_in_eval_mode(model, stream)):
+        if gates is None:
+            yield to_uint8(restored)
+            continue
+        if index >= len(gates):
+            raise ValueError(f"desnow_frames: {len(gates)} gates for a stream of more frames")
+        restored_rgb = restored.detach().clamp(0, 1).mul(255.0).permute(1, 2, 0).cpu()
+        blended = apply_gate(torch.from_numpy(held.popleft()).float(), restored_rgb, float(gates[index]))
+        yield blended.round().clamp(0, 255).byte().numpy()
 
 
-def desnow_clip(model: VDN, clip: torch.Tensor, n_frames: int) -> torch.Tensor:
-    """Desnow a whole clip (T, 3, H, W) in [0, 1] on the model's device; the result is clamped to [0, 1]."""
+def desnow_clip(model: VDN, clip: torch.Tensor, n_frames: int, snow_gate: SnowGate | None = None) -> torch.Tensor:
+    """Desnow a whole clip (T, 3, H, W) in [0, 1] on the model's device; the result is clamped to [0, 1].
+
+    With an enabled ``snow_gate`` each frame gets only the share of the network's change that
+    the clip's snow supports (:mod:`semivdn.snow_gate`); without, the network's output as is.
+    """
     if clip.ndim != 4 or clip.shape[1] != 3:
         raise ValueError(f"desnow_clip expects a clip of shape (T, 3, H, W), got {tuple(clip.shape)}")
     device = _model_device(model)
     stream = _stream(model, iter(clip), n_frames, device, tile=0, tile_overlap=0, batch_frames=8,
                      max_pixels=DEFAULT_MAX_PIXELS)
-    return torch.stack(list(_in_eval_mode(model, stream))).to(clip.device)
+    restored = torch.stack(list(_in_eval_mode(model, stream))).to(clip.device)
+    if snow_gate is None or not snow_gate.enabled:
+        return restored
+    return apply_gate(clip, restored, clip_gates(clip, snow_gate))
 
 
 def _check_args(source: Path, target: Path, tile: int, tile_overlap: int, overwrite: bool) -> None:
@@ -263,6 +288,7 @@ def desnow_video(cfg: Config, input: str, output: str, model_ref: str, device: s
     log.info("desnowing %s with %s (%s, checkpoint %s) on %s", source, model_ref,
              meta.get("variant", "unknown variant"), meta["checkpoint_sha256"][:12], device)
     known_total = len(list_frame_files(source)) if source.is_dir() else None
+    frame_gates = _video_gates(source, cfg.inference.snow_gate, known_total)
     held_inputs: deque[np.ndarray] = deque()
 
     def remember(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
@@ -278,7 +304,7 @@ def desnow_video(cfg: Config, input: str, output: str, model_ref: str, device: s
             restored_frames = desnow_frames(model, remember(reader), n_frames=cfg.data.frames_per_clip,
                                             device=device, tile=tile, tile_overlap=cfg.inference.tile_overlap,
                                             batch_frames=cfg.inference.batch_frames,
-                                            max_pixels=cfg.inference.max_batch_pixels)
+                                            max_pixels=cfg.inference.max_batch_pixels, gates=frame_gates)
             for restored in restored_frames:
                 writer.write(np.concatenate([held_inputs.popleft(), restored], axis=1) if compare else restored)
                 count += 1
@@ -290,4 +316,27 @@ def desnow_video(cfg: Config, input: str, output: str, model_ref: str, device: s
     return {"input": str(source), "output": str(target), "frames": count, "fps": fps, "seconds": round(seconds, 3),
             "frames_per_second": round(count / seconds, 3), "model": model_ref,
             "checkpoint_sha256": meta["checkpoint_sha256"], "device": device, "tile": tile, "codec": codec,
-            "compare": compare}
+            "compare": compare,
+            "snow_gate_mean": None if frame_gates is None else round(float(frame_gates.mean()), 3)}
+
+
+def _video_gates(source: Path, params: SnowGate, known_total: int | None) -> torch.Tensor | None:
+    """A first pass over the video: the snow gate of every frame (None when the gate is off)."""
+    if not params.enabled:
+        return None
+    count = 0
+
+    def tensors(reader: FrameReader) -> Iterator[torch.Tensor]:
+        nonlocal count
+        for frame in tqdm(reader, total=known_total, unit="frame", desc=f"snow evidence {source.name}"):
+            count += 1
+            yield to_tensor(frame)
+
+    with FrameReader(source) as reader:
+        inner = list(stream_outliers(tensors(reader), params.threshold))
+    if count == 0:
+        raise ValueError(f"input {source}: no frames to desnow")
+    frame_gates = gates(torch.stack(inner) if inner else torch.zeros(0, 2), count, params)
+    log.info("snow gate: mean %.2f over %d frames (0: the input kept, 1: the network's output)",
+             float(frame_gates.mean()) if count else 0.0, count)
+    return frame_gates
