@@ -11,7 +11,8 @@ For each params.yaml profile given (default ``demo``, ``release`` and ``paper``)
   window's centre frame (what ``desnow_frames`` spends per frame).
 - ``fps_256_cpu``, ``fps_480p_cpu`` (854x480): frames/s of ``desnow_frames`` on pre-decoded
   synthetic frames with ``torch.set_num_threads(2)``, best of ``--repeats`` runs after a
-  warm-up (all runs are listed under ``runs``); ``fps_*_cuda`` the same on CUDA, or null.
+  warm-up (all runs are listed under ``runs``); ``fps_*_cuda`` the same on CUDA, or null;
+  ``fps_*_cpu_gated`` with the snow gate (its pass over the frames and its blending) included.
 - ``rss_mb_100_frames``, ``rss_mb_1000_frames``: peak RSS (``VmHWM``, see ``peak_rss_mb``)
   of a fresh subprocess desnowing a synthetic 128x128 stream of that many frames; equal
   values show that memory does not grow with video length (``rss_growth``: 1000 vs 100).
@@ -42,9 +43,11 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semivdn.config import Config, Model, config_from_dict, load_config
+from semivdn.data.video import to_tensor
 from semivdn.inference import desnow_frames
 from semivdn.models import create_model
 from semivdn.models.vdn import VDN
+from semivdn.snow_gate import gates, stream_outliers
 
 CPU_THREADS = 2
 RSS_SIZE = 128
@@ -76,14 +79,22 @@ def gflops_per_frame(model: VDN, n_frames: int, size: int = 256) -> float:
 
 
 def streaming_fps(model: VDN, cfg: Config, height: int, width: int, frames: int, repeats: int, device: str,
-                  clock: Callable[[], float] = time.perf_counter) -> tuple[float, list[float]]:
-    """Best and all frames/s of ``desnow_frames`` over ``frames`` pre-made frames, timed by ``clock``."""
+                  clock: Callable[[], float] = time.perf_counter, gated: bool = False) -> tuple[float, list[float]]:
+    """Best and all frames/s of ``desnow_frames`` over ``frames`` pre-made frames, timed by ``clock``;
+    ``gated``: with the snow gate's first pass over the frames and its blending, as `semivdn desnow` runs."""
     stream = list(synthetic_frames(frames, height, width))
+
+    def snow_gates(count: int) -> torch.Tensor | None:
+        if not gated:
+            return None
+        params = cfg.inference.snow_gate
+        inner = list(stream_outliers((to_tensor(frame) for frame in stream[:count]), params.threshold))
+        return gates(torch.stack(inner) if inner else torch.zeros(0, 2), count, params)
 
     def run(count: int) -> float:
         start = clock()
         outputs = desnow_frames(model, stream[:count], n_frames=cfg.data.frames_per_clip, device=device,
-                                batch_frames=cfg.inference.batch_frames)
+                                batch_frames=cfg.inference.batch_frames, gates=snow_gates(count))
         produced = sum(1 for _ in outputs)
         return produced / (clock() - start)
 
@@ -155,6 +166,9 @@ def benchmark_profile(cfg: Config, repeats: int) -> dict[str, Any]:
                 continue
             print(f"[{profile}] {key} ...", file=sys.stderr, flush=True)
             result[key], runs[key] = streaming_fps(model, cfg, height, width, frames, repeats, device)
+            if device == "cpu":  # what `semivdn desnow` spends with its default snow gate
+                result[f"{key}_gated"], runs[f"{key}_gated"] = streaming_fps(model, cfg, height, width, frames,
+                                                                             repeats, device, gated=True)
     model.to("cpu")
     result["cpu_ms_per_frame_256_1thread"] = cpu_ms_per_frame_one_thread(model, cfg, repeats)
     for frames in (100, 1000):

@@ -33,6 +33,7 @@ process that moved the alias. ``promote(version=N, force=True)`` is the rollback
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import importlib.metadata
@@ -95,7 +96,9 @@ def log_model(cfg: Config, checkpoint: Path) -> ModelInfo:
     return mlflow.pyfunc.log_model(
         name=MODEL_IN_RUN, python_model=str(MODEL_CODE), artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
         signature=ModelSignature(inputs=clip_spec, outputs=clip_spec), input_example=example,
-        model_config={"frames_per_clip": cfg.data.frames_per_clip},
+        model_config={"frames_per_clip": cfg.data.frames_per_clip,  # the gate as `semivdn desnow` runs it
+                      "snow_gate": {**dataclasses.asdict(cfg.inference.snow_gate),
+                                    "balance": list(cfg.inference.snow_gate.balance)}},
         code_paths=[str(Path(semivdn.__file__).parent)], pip_requirements=_requirements(),
         tags={DIGEST_TAG: sha256_file(checkpoint)})
 

@@ -47,7 +47,10 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Se
         raise ValueError(f"{checkpoint}: {size / 2**20:.1f} MB exceeds the release limit of {MAX_BYTES / 2**20:.0f} MB")
     header = read_checkpoint_header(checkpoint)
     model, _ = load_checkpoint(checkpoint)
-    do_no_harm = harm(lambda clip: desnow_clip(model.eval(), clip, cfg.data.frames_per_clip), snow_free_clips())
+    model.eval()
+    gate = cfg.inference.snow_gate
+    do_no_harm = harm(lambda clip: desnow_clip(model, clip, cfg.data.frames_per_clip), snow_free_clips())
+    gated_harm = harm(lambda clip: desnow_clip(model, clip, cfg.data.frames_per_clip, gate), snow_free_clips())
     stages = [json.loads(Path(path).read_text()) for path in train_metrics]
     summaries = {Path(d).name: {key: value for key, value in json.loads((Path(d) / "summary.json").read_text()).items()
                                 if key in SUMMARY_KEYS} for d in eval_dirs}
@@ -62,7 +65,9 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Se
                      "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()},  # where it was built
         "evaluation": summaries,
         "gains": _paired_gains({Path(d).name: Path(d) for d in eval_dirs}, cfg),
-        "do_no_harm": do_no_harm,
+        "do_no_harm": do_no_harm,  # the network itself; `semivdn desnow` adds the snow gate of "snow_gate"
+        "do_no_harm_gated": {key: value for key, value in gated_harm.items() if key != "per_clip"},
+        "snow_gate": dataclasses.asdict(gate),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".release-") as staging:
@@ -107,10 +112,14 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "model with held-back truth), which training saw only as unlabelled footage.", "",
         *_metrics_table(manifest["evaluation"]), "",
         *_gains(manifest["gains"]),
-        *_harm_section(manifest["do_no_harm"]),
+        *_harm_section(manifest["do_no_harm"], manifest.get("snow_gate"), manifest.get("do_no_harm_gated")),
         "## Known limits",
         *([] if manifest["do_no_harm"]["meets_bar"] else [
             "- Snow-free footage is not left alone everywhere: see *Do no harm* above for the clips it changes."]),
+        *(["- The snow gate sees falling snow as bright temporal outliers: flakes darker than what is behind them "
+           "(grey flakes against a bright sky), or light snow over busy moving texture, can partly close it and keep "
+           "snow; `semivdn desnow --no-snow-gate` gives the network's output as is."]
+          if manifest.get("snow_gate", {}).get("enabled") else []),
         "- Trained on synthetic and proxy-real snow only: real footage with snow unlike both (heavy wet snow on the "
         "lens, night-time flash-lit flakes) may keep flakes.",
         "- Trained at 96-pixel crops of 160-pixel frames; large frames are processed whole or in tiles "
@@ -137,13 +146,21 @@ def _recipe(stage: dict[str, Any]) -> str:
             f"code `{str(recipe.get('git_commit'))[:12]}`{device}")
 
 
-def _harm_section(report: dict[str, Any]) -> list[str]:
+def _harm_section(report: dict[str, Any], gate: dict[str, Any] | None = None,
+                  gated: dict[str, Any] | None = None) -> list[str]:
     """Do no harm: how much the model changes snow-free clips it never trained on (semivdn/eval/harm.py)."""
     worst = sorted(report["per_clip"].items(), key=lambda item: item[1]["psnr_vs_input_db"])
+    with_gate = ([f"As `semivdn desnow` runs it, with the snow gate (`semivdn/snow_gate.py`: threshold "
+                  f"{gate['threshold']}, window {gate['window']}, balance {list(gate['balance'])}), which keeps "
+                  f"the input where a clip shows no falling snow: lowest PSNR {gated['min_psnr_vs_input_db']:.1f} dB, "
+                  f"largest luminance change {100 * gated['max_abs_luminance_change']:.1f} % "
+                  f"(bar {'met' if gated['meets_bar'] else 'not met'}).", ""]
+                 if gate and gate.get("enabled") and gated else [])
     return [
         "## Do no harm",
         f"Snow-free clips no training saw ({report['clips']}: the test-split photographs and unseen procedural "
-        f"scenes, night and low-contrast ones among them) go in; the output is compared with the input. Bar: PSNR "
+        f"scenes, night and low-contrast ones among them) go through the network; the output is compared with the "
+        f"input. Bar: PSNR "
         f"against the input >= {report['bar']['min_psnr_vs_input_db']:.0f} dB and mean-luminance change <= "
         f"{100 * report['bar']['max_abs_luminance_change']:.0f} % on every clip — "
         f"**{'met' if report['meets_bar'] else 'not met'}** (lowest PSNR "
@@ -151,7 +168,7 @@ def _harm_section(report: dict[str, Any]) -> list[str]:
         f"{100 * report['max_abs_luminance_change']:.1f} %). The clips it changes most:", "",
         "| clip | PSNR vs input (dB) | luminance change |", "|---|---|---|",
         *[f"| {name} | {scores['psnr_vs_input_db']:.1f} | {100 * scores['luminance_change']:+.1f} % |"
-          for name, scores in worst[:5]], "",
+          for name, scores in worst[:5]], "", *with_gate,
     ]
 
 

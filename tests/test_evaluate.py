@@ -234,7 +234,13 @@ def test_report_shows_both_domains_intervals_and_paired_comparisons(evaluations:
     assert quality["do_no_harm"]["input"]["meets_bar"] is True  # the identity changes nothing
     assert quality["do_no_harm"]["input"]["max_abs_luminance_change"] == 0.0
     harm_rows = text[text.index("## Do no harm"):].splitlines()
-    assert any(line.startswith("| input | 120.0 | 0.0 % |") and line.endswith("| yes |") for line in harm_rows)
+    assert any(line.startswith("| input | 120.0 | 0.0 % |") and line.endswith("| yes | — |") for line in harm_rows)
+    m2_harm = evaluations["M2"][1]  # a model: the network alone, then with the snow gate (never more change)
+    assert m2_harm["do_no_harm_gated"]["min_psnr_vs_input_db"] >= m2_harm["do_no_harm"]["min_psnr_vs_input_db"]
+    assert any(line.startswith("| M2 |") and line.endswith(
+        f"| {m2_harm['do_no_harm_gated']['min_psnr_vs_input_db']:.1f} dB, "
+        f"{100 * m2_harm['do_no_harm_gated']['max_abs_luminance_change']:.1f} %, "
+        f"{'yes' if m2_harm['do_no_harm_gated']['meets_bar'] else 'no'} |") for line in harm_rows)
     assert quality["full"]["paired_psnr"]["mean"] == pytest.approx(m2_psnr["mean"] + 1.0)
     assert quality["full"]["real_musiq"] is None and "weights withheld" in quality["unavailable"]["real_musiq"]
     delta = quality["comparisons"]["full - M2: paired_psnr"]

@@ -18,11 +18,14 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from semivdn.config import Config, Model
+from semivdn.config import Config, Model, SnowParams
+from semivdn.data.scenes import render_clean_clip
+from semivdn.data.synth import synthesize_snow
 from semivdn.inference import desnow_clip
 from semivdn.models import create_model, load_checkpoint, save_checkpoint
 from semivdn.models.checkpoint import read_checkpoint_header
 from semivdn.registry import _lock_path, download_model, promote, register_model
+from semivdn.snow_gate import clip_gates
 from semivdn.tracking import configure_mlflow
 from semivdn.weights import sha256_file
 
@@ -203,16 +206,19 @@ def test_logged_model_loads_as_pyfunc_and_desnows_a_clip(store: tuple[Config, Pa
     cfg = _named(cfg, "pyfunc")
     version = _register(cfg, root, psnr=0.0, checkpoint=root / "M2" / "model.safetensors")
     loaded = mlflow.pyfunc.load_model(f"models:/pyfunc/{version}")
-    rng = np.random.default_rng(0)
-    clip = rng.integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    clean = render_clean_clip("coffee", 4, 48, 48, np.random.default_rng(0))
+    clip = (synthesize_snow(clean, SnowParams(), 0).snowy * 255).round().astype(np.uint8)  # snow opens the gate
     output = loaded.predict(clip)
     assert output.shape == clip.shape and output.dtype == np.uint8
     model, _ = load_checkpoint(root / "M2" / "model.safetensors")
     frames = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255.0
-    expected = (desnow_clip(model, frames, cfg.data.frames_per_clip) * 255).round().byte().permute(0, 2, 3, 1)
+    assert loaded.unwrap_python_model().snow_gate == cfg.inference.snow_gate  # it desnows as `semivdn desnow` does
+    assert clip_gates(frames, cfg.inference.snow_gate).min() > 0  # the network's output counts
+    gated = desnow_clip(model, frames, cfg.data.frames_per_clip, cfg.inference.snow_gate)
+    expected = (gated * 255).round().byte().permute(0, 2, 3, 1)
     assert np.array_equal(output, expected.numpy())
     batch = loaded.unwrap_python_model().predict(None, np.stack([clip, clip]).astype(np.float32) / 255.0)
-    assert batch.shape == (2, 3, 48, 48, 3) and batch.dtype == np.float32
+    assert batch.shape == (2, 4, 48, 48, 3) and batch.dtype == np.float32
     assert np.allclose(batch[1] * 255.0, output, atol=0.51)
 
 

@@ -14,8 +14,10 @@ frames are averaged into ``per_clip.csv`` (the unit the report and the promotion
 resample); ``summary.json`` holds, per ``<domain>_<metric>``, the mean over clips with
 its 95 % bootstrap interval (:mod:`semivdn.eval.stats`). A metric that cannot be
 computed (weights missing, not configured, no clips or no truth) is null with its
-reason under ``unavailable``. ``do_no_harm`` records how much the method changes
-snow-free clips it never saw (:mod:`semivdn.eval.harm`).
+reason under ``unavailable``. Models are scored as `semivdn desnow` runs them, with the snow
+gate of ``inference.snow_gate`` (:mod:`semivdn.snow_gate`). ``do_no_harm`` records how much
+the network itself changes snow-free clips it never saw (:mod:`semivdn.eval.harm`), and
+``do_no_harm_gated`` how much they change with the gate.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import dataclasses
 import json
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from semivdn.config import Config
+from semivdn.config import Config, SnowGate
 from semivdn.data.datasets import ClipRef, clip_refs, load_manifest, read_clip
 from semivdn.data.video import to_uint8
 from semivdn.devices import resolve_device
@@ -50,20 +53,21 @@ PER_CLIP = PER_CLIP_FILE
 SPLITS = ("train", "val", "test")
 
 
-def _load_method(cfg: Config, model_ref: str, device: torch.device) -> tuple[Method, dict[str, Any]]:
-    """A clip (T, 3, H, W) -> desnowed clip function, and the model's meta."""
+def _load_method(cfg: Config, model_ref: str, device: torch.device) -> tuple[Method, Method | None, dict[str, Any]]:
+    """A clip (T, 3, H, W) -> desnowed clip function as `semivdn desnow` runs it (with the snow gate
+    of ``cfg``), the network alone when that differs (else None), and the model's meta."""
     if model_ref in BASELINES:
-        return BASELINES[model_ref], {"variant": model_ref}
+        return BASELINES[model_ref], None, {"variant": model_ref}
     from semivdn.inference import desnow_clip
     from semivdn.registry import load_model_ref
 
     model, meta = load_model_ref(model_ref, cfg)
     model = model.to(device).eval()
 
-    def desnow(clip: torch.Tensor) -> torch.Tensor:
-        return desnow_clip(model, clip.to(device), cfg.data.frames_per_clip).cpu()
+    def desnow(clip: torch.Tensor, gate: SnowGate | None = cfg.inference.snow_gate) -> torch.Tensor:
+        return desnow_clip(model, clip.to(device), cfg.data.frames_per_clip, gate).cpu()
 
-    return desnow, meta
+    return desnow, (partial(desnow, gate=None) if cfg.inference.snow_gate.enabled else None), meta
 
 
 def _default_name(model_ref: str, meta: dict[str, Any]) -> str:
@@ -211,7 +215,7 @@ def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root
     if not paired_clips and not real_clips:
         raise ValueError(f"{curated}: the manifest has no clips in split {split!r}")
     device = resolve_device(cfg.train.device)
-    method, meta = _load_method(cfg, model_ref, device)
+    method, network, meta = _load_method(cfg, model_ref, device)
     name = name or _default_name(model_ref, meta)
     with_reference = bool(paired_clips) or any(c.clean is not None for c in real_clips)
     metrics = _create_metrics(cfg, cfg.eval.metrics_paired, True, device) if with_reference else []
@@ -224,6 +228,7 @@ def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root
     rows += _evaluate_clips(real_clips, "real", method, metrics, name, cfg, grids_dir)
     table = pd.DataFrame(rows, columns=["clip_id", "source", "frames", "truth", *METRIC_ORDER])
     values, unavailable = summarize(cfg, split, table, built)
+    snow_free = snow_free_clips(split=split)
     summary: dict[str, Any] = {
         "name": name, "variant": str(meta.get("variant", name)), "model_ref": model_ref,
         "checkpoint_sha256": meta.get("checkpoint_sha256"),  # what `register` checks: these scores are this file's
@@ -232,7 +237,11 @@ def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root
         "frames": {domain: int(table.loc[table.source == domain, "frames"].sum()) for domain in DOMAINS},
         "real_clips_with_truth": int(table.loc[table.source == "real", "truth"].sum()),
         "interval": f"{cfg.eval.confidence:.0%} percentile bootstrap over clips ({cfg.eval.bootstrap} resamples)",
-        "do_no_harm": harm(method, snow_free_clips(split=split)),  # snow-free clips of the split: how much changes
+        # snow-free clips of the split: how much the network itself changes them (the promotion gate's check;
+        # the snow gate is a safety net, not a licence to darken), and how much `semivdn desnow` does
+        "do_no_harm": harm(network or method, snow_free),
+        "do_no_harm_gated": harm(method, snow_free) if network else None,
+        "snow_gate": dataclasses.asdict(cfg.inference.snow_gate) if network else None,
     }
     table.to_csv(out_dir / PER_CLIP, index=False)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
