@@ -14,10 +14,11 @@ frames are averaged into ``per_clip.csv`` (the unit the report and the promotion
 resample); ``summary.json`` holds, per ``<domain>_<metric>``, the mean over clips with
 its 95 % bootstrap interval (:mod:`semivdn.eval.stats`). A metric that cannot be
 computed (weights missing, not configured, no clips or no truth) is null with its
-reason under ``unavailable``. Models are scored as `semivdn desnow` runs them, with the snow
-gate of ``inference.snow_gate`` (:mod:`semivdn.snow_gate`). ``do_no_harm`` records how much
-the network itself changes snow-free clips it never saw (:mod:`semivdn.eval.harm`), and
-``do_no_harm_gated`` how much they change with the gate.
+reason under ``unavailable``. Metrics score the network itself, as the paper's ablation does;
+``do_no_harm`` records how much it changes snow-free clips it never saw
+(:mod:`semivdn.eval.harm`), and ``do_no_harm_gated`` how much they change as `semivdn desnow`
+runs it, with the snow gate of ``inference.snow_gate`` (:mod:`semivdn.snow_gate`;
+``benchmarks/snow_gate.py`` measures the gate's effect on PSNR).
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ SPLITS = ("train", "val", "test")
 
 
 def _load_method(cfg: Config, model_ref: str, device: torch.device) -> tuple[Method, Method | None, dict[str, Any]]:
-    """A clip (T, 3, H, W) -> desnowed clip function as `semivdn desnow` runs it (with the snow gate
-    of ``cfg``), the network alone when that differs (else None), and the model's meta."""
+    """A clip (T, 3, H, W) -> desnowed clip function of the network itself, the same with the snow gate
+    of ``cfg`` as `semivdn desnow` runs it (None for a baseline or with the gate off), and the model's meta."""
     if model_ref in BASELINES:
         return BASELINES[model_ref], None, {"variant": model_ref}
     from semivdn.inference import desnow_clip
@@ -64,10 +65,11 @@ def _load_method(cfg: Config, model_ref: str, device: torch.device) -> tuple[Met
     model, meta = load_model_ref(model_ref, cfg)
     model = model.to(device).eval()
 
-    def desnow(clip: torch.Tensor, gate: SnowGate | None = cfg.inference.snow_gate) -> torch.Tensor:
+    def desnow(clip: torch.Tensor, gate: SnowGate | None = None) -> torch.Tensor:
         return desnow_clip(model, clip.to(device), cfg.data.frames_per_clip, gate).cpu()
 
-    return desnow, (partial(desnow, gate=None) if cfg.inference.snow_gate.enabled else None), meta
+    gated = partial(desnow, gate=cfg.inference.snow_gate) if cfg.inference.snow_gate.enabled else None
+    return desnow, gated, meta
 
 
 def _default_name(model_ref: str, meta: dict[str, Any]) -> str:
@@ -215,7 +217,7 @@ def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root
     if not paired_clips and not real_clips:
         raise ValueError(f"{curated}: the manifest has no clips in split {split!r}")
     device = resolve_device(cfg.train.device)
-    method, network, meta = _load_method(cfg, model_ref, device)
+    method, gated, meta = _load_method(cfg, model_ref, device)
     name = name or _default_name(model_ref, meta)
     with_reference = bool(paired_clips) or any(c.clean is not None for c in real_clips)
     metrics = _create_metrics(cfg, cfg.eval.metrics_paired, True, device) if with_reference else []
@@ -239,9 +241,9 @@ def evaluate(cfg: Config, model_ref: str, name: str | None, split: str, raw_root
         "interval": f"{cfg.eval.confidence:.0%} percentile bootstrap over clips ({cfg.eval.bootstrap} resamples)",
         # snow-free clips of the split: how much the network itself changes them (the promotion gate's check;
         # the snow gate is a safety net, not a licence to darken), and how much `semivdn desnow` does
-        "do_no_harm": harm(network or method, snow_free),
-        "do_no_harm_gated": harm(method, snow_free) if network else None,
-        "snow_gate": dataclasses.asdict(cfg.inference.snow_gate) if network else None,
+        "do_no_harm": harm(method, snow_free),
+        "do_no_harm_gated": harm(gated, snow_free) if gated else None,
+        "snow_gate": dataclasses.asdict(cfg.inference.snow_gate) if gated else None,
     }
     table.to_csv(out_dir / PER_CLIP, index=False)
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

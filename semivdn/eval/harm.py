@@ -18,8 +18,8 @@ import torch
 from semivdn.data.procedural import KINDS, procedural_names
 from semivdn.data.scenes import SPLIT_SCENES, render_clean_clip
 from semivdn.eval.baselines import Method
+from semivdn.snow_gate import luma
 
-LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 BAR = {"min_psnr_vs_input_db": 32.0, "max_abs_luminance_change": 0.02}  # issue 11: essentially unchanged
 # first numbers of each split's painted snow-free scenes: apart from every range the data paints
 # (semivdn.data.make.PROCEDURAL_START), so no model trained on them
@@ -54,7 +54,7 @@ def harm_on_clip(method: Method, clean: torch.Tensor) -> dict[str, float]:
     """Desnow a snow-free clip (T, 3, H, W) in [0, 1] with ``method``; how much did it change the clip?"""
     restored = method(clean)
     mse = float(torch.mean((restored - clean) ** 2))
-    luma_in, luma_out = float((clean * LUMA).sum(1).mean()), float((restored * LUMA).sum(1).mean())
+    luma_in, luma_out = float(luma(clean).mean()), float(luma(restored).mean())
     return {"psnr_vs_input_db": float(10.0 * np.log10(1.0 / max(mse, 1e-12))),
             "luminance_change": (luma_out - luma_in) / max(luma_in, 1e-6)}
 
