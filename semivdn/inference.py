@@ -34,6 +34,7 @@ from semivdn.storage import atomic_output
 log = logging.getLogger(__name__)
 
 MIN_TILE = 32  # as inference.tile in params
+LOW_GATE = 0.5  # a video whose mean snow gate is below this is mostly kept as it was: say so, and how to override
 DEFAULT_MAX_PIXELS = Inference.max_batch_pixels
 
 
@@ -337,6 +338,10 @@ def _video_gates(source: Path, params: SnowGate, known_total: int | None) -> tor
     if count == 0:
         raise ValueError(f"input {source}: no frames to desnow")
     frame_gates = gates(torch.stack(inner) if inner else torch.zeros(0, 2), count, params)
-    log.info("snow gate: mean %.2f over %d frames (0: the input kept, 1: the network's output)",
-             float(frame_gates.mean()) if count else 0.0, count)
+    mean = float(frame_gates.mean())
+    log.info("snow gate: mean %.2f over %d frames (0: the input kept, 1: the network's output)", mean, count)
+    if mean < LOW_GATE:
+        log.warning("snow gate: %s shows little falling snow brighter than what is behind it, so most of it is kept "
+                    "as it was (mean gate %.2f); if it is snowy (grey flakes against a bright sky read as no snow), "
+                    "desnow it with --no-snow-gate", source, mean)
     return frame_gates

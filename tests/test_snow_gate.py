@@ -114,7 +114,8 @@ def test_desnow_clip_leaves_snow_free_motion_alone_and_desnows_snow() -> None:
     assert torch.equal(desnow_clip(model, texture, 3, SnowGate(enabled=False)), desnow_clip(model, texture, 3))
 
 
-def test_desnow_video_keeps_snow_free_frames_and_reports_the_gate(tmp_path: Path) -> None:
+def test_desnow_video_keeps_snow_free_frames_and_reports_the_gate(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "m.safetensors", create_model(TINY), TINY, {"variant": "M2"})
     frames = [np.ascontiguousarray((f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
@@ -122,8 +123,10 @@ def test_desnow_video_keeps_snow_free_frames_and_reports_the_gate(tmp_path: Path
     with FrameWriter(tmp_path / "in", fps=5) as writer:  # PNG frames: lossless, so "unchanged" is exact
         for frame in frames:
             writer.write(frame)
-    summary = desnow_video(Config(model=TINY), str(tmp_path / "in"), str(tmp_path / "out"), model_ref=str(checkpoint))
-    assert summary["snow_gate_mean"] == 0.0
+    with caplog.at_level(logging.WARNING, logger="semivdn.inference"):
+        summary = desnow_video(Config(model=TINY), str(tmp_path / "in"), str(tmp_path / "out"),
+                               model_ref=str(checkpoint))
+    assert summary["snow_gate_mean"] == 0.0 and "--no-snow-gate" in caplog.text  # says how to override
     with FrameReader(tmp_path / "out") as reader:
         assert all(np.array_equal(a, b) for a, b in zip(reader, frames, strict=True))
     ungated = Config(model=TINY, inference=Inference(snow_gate=SnowGate(enabled=False)))
