@@ -94,7 +94,7 @@ def streaming_fps(model: VDN, cfg: Config, height: int, width: int, frames: int,
     def run(count: int) -> float:
         start = clock()
         outputs = desnow_frames(model, stream[:count], n_frames=cfg.data.frames_per_clip, device=device,
-                                batch_frames=cfg.inference.batch_frames, gates=snow_gates(count))
+                                batch_frames=cfg.inference.batch_frames, frame_gates=snow_gates(count))
         produced = sum(1 for _ in outputs)
         return produced / (clock() - start)
 

@@ -209,11 +209,11 @@ def _in_eval_mode(model: VDN, stream: Iterator[torch.Tensor]) -> Iterator[torch.
 
 def desnow_frames(model: VDN, frames: Iterable[np.ndarray], *, n_frames: int, device: str = "cpu", tile: int = 0,
                   tile_overlap: int = 16, batch_frames: int = 8, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  gates: torch.Tensor | None = None) -> Iterator[np.ndarray]:
+                  frame_gates: torch.Tensor | None = None) -> Iterator[np.ndarray]:
     """Desnow a stream of RGB uint8 frames (H, W, 3); yields as many restored frames, in order.
 
     Up to ``batch_frames`` frames are encoded, and as many windows restored, per model call,
-    within ``max_pixels`` pixels per call (:func:`bounded_plan`). ``gates`` (one per frame, from
+    within ``max_pixels`` pixels per call (:func:`bounded_plan`). ``frame_gates`` (one per frame, from
     :func:`semivdn.snow_gate.gates`) give each frame that share of the network's change; the
     inputs a restored frame still needs are held until it is out.
     """
@@ -224,19 +224,19 @@ def desnow_frames(model: VDN, frames: Iterable[np.ndarray], *, n_frames: int, de
     def tensors() -> Iterator[torch.Tensor]:
         for frame in frames:
             frame = np.asarray(frame)
-            if gates is not None:
+            if frame_gates is not None:
                 held.append(frame)
             yield to_tensor(frame)
 
     stream = _stream(model, tensors(), n_frames, target, tile, tile_overlap, batch_frames, max_pixels)
     for index, restored in enumerate(_in_eval_mode(model, stream)):
-        if gates is None:
+        if frame_gates is None:
             yield to_uint8(restored)
             continue
-        if index >= len(gates):
-            raise ValueError(f"desnow_frames: {len(gates)} gates for a stream of more frames")
+        if index >= len(frame_gates):
+            raise ValueError(f"desnow_frames: {len(frame_gates)} gates for a stream of more frames")
         restored_rgb = restored.detach().clamp(0, 1).mul(255.0).permute(1, 2, 0).cpu()
-        blended = apply_gate(torch.from_numpy(held.popleft()).float(), restored_rgb, float(gates[index]))
+        blended = apply_gate(torch.from_numpy(held.popleft()).float(), restored_rgb, float(frame_gates[index]))
         yield blended.round().clamp(0, 255).byte().numpy()
 
 
@@ -305,7 +305,7 @@ def desnow_video(cfg: Config, input: str, output: str, model_ref: str, device: s
             restored_frames = desnow_frames(model, remember(reader), n_frames=cfg.data.frames_per_clip,
                                             device=device, tile=tile, tile_overlap=cfg.inference.tile_overlap,
                                             batch_frames=cfg.inference.batch_frames,
-                                            max_pixels=cfg.inference.max_batch_pixels, gates=frame_gates)
+                                            max_pixels=cfg.inference.max_batch_pixels, frame_gates=frame_gates)
             for restored in restored_frames:
                 writer.write(np.concatenate([held_inputs.popleft(), restored], axis=1) if compare else restored)
                 count += 1

@@ -93,7 +93,7 @@ def outliers(previous: torch.Tensor, current: torch.Tensor, following: torch.Ten
         median = torch.maximum(torch.minimum(before, frame), torch.minimum(torch.maximum(before, frame), after))
         excess = (frame - median)[valid_before & valid_after]
         if excess.numel() == 0:  # the neighbours share no pixel with the frame: no evidence
-            rows.append(torch.zeros(2, dtype=frame.dtype))
+            rows.append(frame.new_zeros(2))
             continue
         rows.append(torch.stack([torch.relu(excess - threshold).mean(), torch.relu(-excess - threshold).mean()]))
     return torch.stack(rows)
@@ -127,7 +127,8 @@ def gates(inner_outliers: torch.Tensor, total: int, params: SnowGate) -> torch.T
     if inner_outliers.shape != (total - 2, 2):
         raise ValueError(f"gates: expected outliers of {total - 2} inner frames, shape ({total - 2}, 2), "
                          f"got {tuple(inner_outliers.shape)}")
-    cumulative = torch.cat([torch.zeros(1, 2, dtype=torch.float64), inner_outliers.double().cumsum(dim=0)])
+    cumulative = torch.cat([torch.zeros(1, 2, dtype=torch.float64),
+                            inner_outliers.detach().cpu().double().cumsum(dim=0)])  # a few numbers: on the CPU
     centre = torch.arange(total)
     first = (centre - params.window - 1).clamp(0, total - 2)  # inner frame i is frame i + 1
     last = (centre + params.window).clamp(0, total - 2)

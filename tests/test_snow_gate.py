@@ -161,10 +161,10 @@ def test_desnow_frames_blends_each_frame_by_its_gate() -> None:
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(5)]
     network = list(desnow_frames(model, frames, n_frames=3))
-    gated = list(desnow_frames(model, frames, n_frames=3, gates=torch.tensor([0.0, 1.0, 0.0, 1.0, 0.5])))
+    gated = list(desnow_frames(model, frames, n_frames=3, frame_gates=torch.tensor([0.0, 1.0, 0.0, 1.0, 0.5])))
     assert np.array_equal(gated[0], frames[0]) and np.array_equal(gated[2], frames[2])
     assert np.array_equal(gated[1], network[1]) and np.array_equal(gated[3], network[3])
     halfway = (frames[4].astype(np.float64) + network[4]) / 2
     assert np.abs(gated[4] - halfway).max() <= 0.75  # rounding of the blend, and of the network output it used
     with pytest.raises(ValueError, match="2 gates for a stream of more frames"):
-        list(desnow_frames(model, frames, n_frames=3, gates=torch.ones(2)))
+        list(desnow_frames(model, frames, n_frames=3, frame_gates=torch.ones(2)))
