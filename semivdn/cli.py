@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from semivdn.config import PROFILES, Config, ConfigError, load_config
+from semivdn.config import DEFAULT_PARAMS, PROFILES, Config, ConfigError, config_from_dict, load_config
 
 Handler = Callable[[argparse.Namespace, Config], Any]
 
@@ -159,7 +159,8 @@ def _desnow(args: argparse.Namespace, cfg: Config) -> Any:
 
 def add_common(parser: argparse.ArgumentParser) -> None:
     """The options every command takes (``semivdn-pipeline`` shares them)."""
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS),
+                        help="params file (default: params.yaml; `desnow` uses built-in defaults where there is none)")
     parser.add_argument("--profile", choices=PROFILES, help="profile overriding params.yaml and $SEMIVDN_PROFILE")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one param after the profile, e.g. --set train.batch_size=16 (repeatable)")
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     des.add_argument("--tile", type=int, help="tile size in pixels (0: whole frames)")
     des.add_argument("--compare", action="store_true", help="write input and output side by side")
     des.add_argument("--overwrite", action="store_true", help="replace an existing output file or non-empty folder")
+    des.set_defaults(runs_without_project=True)  # desnowing a video needs no params.yaml: defaults serve
     des.add_argument("--snow-gate", action=argparse.BooleanOptionalAction, default=None,
                      help="scale the network's change by the snow each frame shows, so footage without snow "
                      "comes out unchanged (default: params inference.snow_gate.enabled)")
@@ -303,6 +305,16 @@ def _expected(exc: Exception) -> bool:
     return isinstance(exc, OSError | ValueError | RuntimeError | MlflowException)
 
 
+def _config(args: argparse.Namespace) -> Config:
+    """The params of ``args``; a command that needs no project (``desnow``) run where there is no
+    params.yaml, and given none, gets the built-in defaults instead of an error."""
+    if (getattr(args, "runs_without_project", False) and args.params == str(DEFAULT_PARAMS)
+            and not DEFAULT_PARAMS.is_file()):
+        logging.getLogger(__name__).info("no %s in %s: built-in defaults", DEFAULT_PARAMS, Path.cwd())
+        return config_from_dict({}, args.profile, args.overrides)
+    return load_config(args.params, args.profile, args.overrides)
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, load the config, call the chosen handler and print its result; the exit code.
 
@@ -316,7 +328,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        cfg = load_config(args.params, args.profile, args.overrides)
+        cfg = _config(args)
         result = args.handler(args, cfg)
         if dataclasses.is_dataclass(result) and not isinstance(result, type):
             result = dataclasses.asdict(result)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from semivdn import cli
 from semivdn.config import Config, Model
 from semivdn.data.video import FrameWriter, count_frames, list_frame_files, probe, to_tensor, to_uint8
 from semivdn.inference import desnow_clip, desnow_frames, desnow_video, plan_tiles, reflect_index
@@ -157,3 +159,16 @@ def test_load_model_ref_resolves_files_and_folders_and_names_the_hash(checkpoint
     assert by_file["variant"] == "M2" and by_file["checkpoint_sha256"] == sha256_file(Path(checkpoint))
     with pytest.raises(RuntimeError, match="no such checkpoint"):
         load_model_ref(str(tmp_path / "absent.safetensors"), Config())
+
+
+def test_desnow_runs_where_there_is_no_params_file_and_training_does_not(checkpoint: str, tmp_path,
+                                                                          monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """A user desnows their video from its own folder; project commands still need the project's params."""
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    _write_video(tmp_path / "snowy", _frames(4), fps=5)
+    assert cli.main(["desnow", "snowy", "-o", "clean", "--model", checkpoint]) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 4 == count_frames(tmp_path / "clean")
+    assert not (tmp_path / "mlruns.db").exists()  # looking for a registry creates none
+    assert cli.main(["train", "--variant", "M2"]) == 2
+    assert "params file not found" in capsys.readouterr().err
