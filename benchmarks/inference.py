@@ -47,7 +47,7 @@ from semivdn.data.video import to_tensor
 from semivdn.inference import desnow_frames
 from semivdn.models import create_model
 from semivdn.models.vdn import VDN
-from semivdn.snow_gate import gates, stream_outliers
+from semivdn.snow_gate import stream_gates
 
 CPU_THREADS = 2
 RSS_SIZE = 128
@@ -87,9 +87,7 @@ def streaming_fps(model: VDN, cfg: Config, height: int, width: int, frames: int,
     def snow_gates(count: int) -> torch.Tensor | None:
         if not gated:
             return None
-        params = cfg.inference.snow_gate
-        inner = list(stream_outliers((to_tensor(frame) for frame in stream[:count]), params.threshold))
-        return gates(torch.stack(inner) if inner else torch.zeros(0, 2), count, params)
+        return stream_gates((to_tensor(frame) for frame in stream[:count]), cfg.inference.snow_gate)
 
     def run(count: int) -> float:
         start = clock()

@@ -54,25 +54,30 @@ def main() -> None:
     cfg, model, meta = load_model(args)
     chosen = cfg.inference.snow_gate
 
-    def network(clip: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return desnow_clip(model, clip, cfg.data.frames_per_clip)
+    done: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # id -> (clip, network output, outliers)
 
-    def blend(clip: torch.Tensor, restored: torch.Tensor, balance: tuple[float, float] | None) -> torch.Tensor:
+    def network_and_outliers(clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each clip through the network and the gate's evidence once, whatever the balances tried on it."""
+        if id(clip) not in done:  # the clip is kept with its results, so its id is not reused
+            with torch.no_grad():
+                done[id(clip)] = (clip, desnow_clip(model, clip, cfg.data.frames_per_clip),
+                                  clip_outliers(clip, chosen.threshold))
+        return done[id(clip)][1:]
+
+    def blend(clip: torch.Tensor, balance: tuple[float, float] | None) -> torch.Tensor:
+        restored, inner = network_and_outliers(clip)
         if balance is None:
             return restored
-        inner = clip_outliers(clip, chosen.threshold)
         return apply_gate(clip, restored, gates(inner, clip.shape[0], dataclasses.replace(chosen, balance=balance)))
 
     def mean_gate(clip: torch.Tensor) -> float:
-        return round(float(gates(clip_outliers(clip, chosen.threshold), clip.shape[0], chosen).mean()), 3)
+        return round(float(gates(network_and_outliers(clip)[1], clip.shape[0], chosen).mean()), 3)
 
     scores: dict[str, dict[str, list[float]]] = {name_of(b): {"paired": [], "real": []} for b in BALANCES}
     per_clip: dict[str, dict[str, float]] = {}
     for domain, clip_id, snowy, truth in clips_with_truth(args):
-        restored = network(snowy)
         for balance in BALANCES:
-            scores[name_of(balance)][domain].append(psnr(quantize_8bit(blend(snowy, restored, balance)), truth))
+            scores[name_of(balance)][domain].append(psnr(quantize_8bit(blend(snowy, balance)), truth))
         per_clip[clip_id] = {"gate": mean_gate(snowy),
                              "psnr_network": round(scores["network alone"][domain][-1], 3),
                              "psnr_gated": round(scores[name_of(chosen.balance)][domain][-1], 3)}
@@ -81,7 +86,7 @@ def main() -> None:
     result: dict[str, Any] = {"model": args.model, "checkpoint_sha256": meta["checkpoint_sha256"],
                               "split": args.split, "params_snow_gate": dataclasses.asdict(chosen), "balances": {}}
     for balance in BALANCES:
-        summary = harm(lambda clip, b=balance: quantize_8bit(blend(clip, network(clip), b)), snow_free)
+        summary = harm(lambda clip, b=balance: quantize_8bit(blend(clip, b)), snow_free)
         result["balances"][name_of(balance)] = {
             **{f"{domain}_psnr": sum(values) / len(values) for domain, values in scores[name_of(balance)].items()
                if values},

@@ -28,7 +28,7 @@ from semivdn.data.video import VIDEO_SUFFIXES, FrameReader, FrameWriter, list_fr
 from semivdn.devices import resolve_device
 from semivdn.models.vdn import VDN
 from semivdn.registry import load_model_ref
-from semivdn.snow_gate import apply_gate, clip_gates, gates, stream_outliers
+from semivdn.snow_gate import apply_gate, clip_gates, stream_gates
 from semivdn.storage import atomic_output
 
 log = logging.getLogger(__name__)
@@ -325,21 +325,15 @@ def _video_gates(source: Path, params: SnowGate, known_total: int | None) -> tor
     """A first pass over the video: the snow gate of every frame (None when the gate is off)."""
     if not params.enabled:
         return None
-    count = 0
-
-    def tensors(reader: FrameReader) -> Iterator[torch.Tensor]:
-        nonlocal count
-        for frame in tqdm(reader, total=known_total, unit="frame", desc=f"snow evidence {source.name}"):
-            count += 1
-            yield to_tensor(frame)
-
     with FrameReader(source) as reader:
-        inner = list(stream_outliers(tensors(reader), params.threshold))
-    if count == 0:
+        frames = (to_tensor(frame) for frame in tqdm(reader, total=known_total, unit="frame",
+                                                     desc=f"snow evidence {source.name}"))
+        frame_gates = stream_gates(frames, params)
+    if len(frame_gates) == 0:
         raise ValueError(f"input {source}: no frames to desnow")
-    frame_gates = gates(torch.stack(inner) if inner else torch.zeros(0, 2), count, params)
     mean = float(frame_gates.mean())
-    log.info("snow gate: mean %.2f over %d frames (0: the input kept, 1: the network's output)", mean, count)
+    log.info("snow gate: mean %.2f over %d frames (0: the input kept, 1: the network's output)", mean,
+             len(frame_gates))
     if mean < LOW_GATE:
         log.warning("snow gate: %s shows little falling snow brighter than what is behind it, so most of it is kept "
                     "as it was (mean gate %.2f); if it is snowy (grey flakes against a bright sky read as no snow), "

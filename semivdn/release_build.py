@@ -49,8 +49,9 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Se
     model, _ = load_checkpoint(checkpoint)
     model.eval()
     gate = cfg.inference.snow_gate
-    do_no_harm = harm(lambda clip: desnow_clip(model, clip, cfg.data.frames_per_clip), snow_free_clips())
-    gated_harm = harm(lambda clip: desnow_clip(model, clip, cfg.data.frames_per_clip, gate), snow_free_clips())
+    snow_free = snow_free_clips()
+    do_no_harm = harm(lambda clip: desnow_clip(model, clip, cfg.data.frames_per_clip), snow_free)
+    gated_harm = harm(lambda clip: desnow_clip(model, clip, cfg.data.frames_per_clip, gate), snow_free)
     stages = [json.loads(Path(path).read_text()) for path in train_metrics]
     summaries = {Path(d).name: {key: value for key, value in json.loads((Path(d) / "summary.json").read_text()).items()
                                 if key in SUMMARY_KEYS} for d in eval_dirs}

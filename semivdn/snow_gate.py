@@ -121,8 +121,9 @@ def gates(inner_outliers: torch.Tensor, total: int, params: SnowGate) -> torch.T
     have no neighbour pair of their own and borrow from the frames beside them).
     """
     if total < MIN_FRAMES:
-        log.warning("snow gate: %d frame(s) give no temporal evidence of snow; the network's output is used as is",
-                    total)
+        if total:  # an empty stream is its reader's error to report
+            log.warning("snow gate: %d frame(s) give no temporal evidence of snow; the network's output is used "
+                        "as is", total)
         return torch.ones(total)
     if inner_outliers.shape != (total - 2, 2):
         raise ValueError(f"gates: expected outliers of {total - 2} inner frames, shape ({total - 2}, 2), "
@@ -143,6 +144,20 @@ def clip_gates(clip: torch.Tensor, params: SnowGate) -> torch.Tensor:
     total = clip.shape[0]
     inner = clip_outliers(clip, params.threshold) if total >= MIN_FRAMES else torch.zeros(0, 2)
     return gates(inner, total, params)
+
+
+def stream_gates(frames: Iterable[torch.Tensor], params: SnowGate) -> torch.Tensor:
+    """The gate (T,) of every frame of a stream of frames (3, H, W) in [0, 1], read once, three frames held."""
+    count = 0
+
+    def counted() -> Iterator[torch.Tensor]:
+        nonlocal count
+        for frame in frames:
+            count += 1
+            yield frame
+
+    inner = list(stream_outliers(counted(), params.threshold))
+    return gates(torch.stack(inner) if inner else torch.zeros(0, 2), count, params)
 
 
 def apply_gate(inputs: torch.Tensor, restored: torch.Tensor, gate: torch.Tensor | float) -> torch.Tensor:
