@@ -8,7 +8,8 @@ poly learning-rate schedule runs to its end instead of being cut off by the dead
 
     python infra/training/gpu_candidates.py --init models/release/stage3/model.safetensors \\
         --budget 480 --out /tmp/gpu --set train.batch_size=16 --set data.crop=128 \\
-        --candidate a:data.identity_fraction=0.55 --candidate b:data.identity_fraction=0.4
+        --candidate a:data.identity_fraction=0.55 --candidate b:data.identity_fraction=0.4 \\
+        --candidate big:init=none,model.dim=96,model.num_ptb=2
 
 Writes, per candidate, OUT/NAME.tar.gz (model.safetensors, train metrics JSON with its recipe, loss
 curve and log; the last checkpoint instead of the model if the deadline stopped it: each a few MB,
@@ -50,12 +51,14 @@ def steps_per_second(out: Path, run_id: str) -> float:
 
 
 def train_command(args: argparse.Namespace, overrides: list[str], out: Path, iters: int, checks: int) -> list[str]:
+    init = next((item.partition("=")[2] for item in overrides if item.startswith("init=")), args.init)
+    overrides = [item for item in overrides if not item.startswith("init=")]
     every = max(iters // checks, 1)  # validation, checkpoint and sample image this many times in the run
     settings = [*args.set, *overrides, f"variants.{VARIANT}.iters={iters}", f"train.val_every={every}",
                 f"train.checkpoint_every={every}", f"train.image_every={every}", f"train.log_every={LOG_EVERY}",
                 f"mlflow.tracking_uri={tracking_store(out)}", f"mlflow.artifact_location={out / 'mlartifacts'}"]
     return [sys.executable, "-m", "semivdn.cli", "train", "--profile", args.profile, "--variant", VARIANT,
-            "--raw", args.raw, "--curated", args.curated, "--init", args.init, "--out", str(out),
+            "--raw", args.raw, "--curated", args.curated, "--init", init, "--out", str(out),
             "--metrics", str(out / "metrics.json"), "--curve", str(out / "curve.csv"),
             *[item for setting in settings for item in ("--set", setting)]]
 
@@ -105,7 +108,8 @@ def pack(runs: Path, out: Path, names: list[str], summary: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--init", required=True, help="checkpoint every candidate starts from")
+    parser.add_argument("--init", required=True,
+                        help="checkpoint the candidates start from (a candidate's init=PATH or init=none overrides it)")
     parser.add_argument("--profile", default="release")
     parser.add_argument("--calibration-iters", type=int, default=100)
     parser.add_argument("--raw", default="data/release/raw")
@@ -115,7 +119,8 @@ def main() -> int:
     parser.add_argument("--work", help="folder for the runs (default: OUT/runs)")
     parser.add_argument("--set", action="append", default=[], help="param override shared by all candidates")
     parser.add_argument("--candidate", action="append", required=True,
-                        help="NAME:KEY=VALUE,KEY=VALUE — one candidate and its own overrides")
+                        help="NAME:KEY=VALUE,KEY=VALUE — one candidate and its own param overrides; init=PATH "
+                             "or init=none (from scratch, e.g. for a bigger model) replaces --init")
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget
     candidates = {}
