@@ -30,6 +30,19 @@ def test_a_candidate_command_parses_and_its_overrides_reach_the_config(tmp_path:
     assert cfg.mlflow.tracking_uri == f"sqlite:///{tmp_path / 'a' / 'mlruns.db'}"  # one store per process
 
 
+def test_a_candidate_may_start_from_scratch_or_its_own_weights_with_its_own_architecture(tmp_path: Path) -> None:
+    args = argparse.Namespace(profile="release", raw="r", curated="c", init="shared.safetensors", set=[])
+    scratch = gpu_candidates.train_command(args, ["init=none", "model.dim=96", "model.num_ptb=2"], tmp_path / "b",
+                                           iters=100, checks=1)
+    own = gpu_candidates.train_command(args, ["init=own.safetensors"], tmp_path / "c", iters=100, checks=1)
+    shared = gpu_candidates.train_command(args, [], tmp_path / "d", iters=100, checks=1)
+    parsed = [build_parser().parse_args(command[3:]) for command in (scratch, own, shared)]
+    assert [p.init for p in parsed] == ["none", "own.safetensors", "shared.safetensors"]
+    assert not any(setting.startswith("init=") for p in parsed for setting in p.overrides)  # not a param
+    cfg = load_config(ROOT / "params.yaml", parsed[0].profile, parsed[0].overrides)
+    assert (cfg.model.dim, cfg.model.num_ptb) == (96, 2)
+
+
 def test_pack_returns_one_archive_per_candidate_with_its_model_or_last_checkpoint(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     for name, weights in (("done", "model.safetensors"), ("stopped", gpu_candidates.STATE_FILE)):
