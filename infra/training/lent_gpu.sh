@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How release stage 4 was trained on the GPU machine this project is sometimes lent (README, "The
+# How release stages 4 and 6 were trained on the GPU machine this project is sometimes lent (README, "The
 # release model"). Not needed on a GPU machine of your own: there `make install` and
 # `infra/training/gpu_candidates.py` (or `semivdn train --set train.device=cuda ...`) are all it takes.
 #
@@ -16,6 +16,11 @@
 # as one 21.6 MB archive, over the 16 MB a returned file may have, and were lost; gpu_candidates.py
 # now returns one small archive per candidate. Stage 4 of the release is one of two short runs made
 # with what device time was left (`semivdn train ... --set train.batch_size=32 ...`, MODEL_CARD.md).
+# On 2026-11-28 `train 540` ran the three candidates below for 410 s (4700, 4600 and 4400 iterations);
+# candidate a, from the then-shipped stage 5, is stage 6. The package's weights are now stage 7, so a
+# rerun fine-tunes those; `make release` holds each stage's recipe. Carry .carry1 and .whl to setup,
+# .carry2 and .whl-train to train (the tars: the release data's paired train and val frames, manifests
+# and curated folder, split in two).
 set -euo pipefail
 repo=$(pwd)
 export PYTHONPATH=/tmp/site:$repo PYTHONUNBUFFERED=1
