@@ -31,12 +31,12 @@ promote: $(STAMP)
 	$(BIN)/semivdn register --model models/full/model.safetensors --variant full --eval reports/eval/full
 	$(BIN)/semivdn promote > metrics/promotion.json
 
-# Retrain and ship the release model (semivdn/assets, MODEL_CARD.md): opt-in, about 3 h on 2 CPU cores.
+# Retrain and ship the release model (semivdn/assets, MODEL_CARD.md): opt-in, about 2.5 h on 2 CPU cores.
 # The demo's commands with the `release` profile, on folders of their own. Not a DVC pipeline: a dvc.yaml is
 # picked up by every `dvc repro` and `dvc exp run`, and the release must never run by accident.
 # Seven stages, as the shipped model was made: M2 from scratch, then supervised fine-tunings (M2+ft), each a
 # warm restart of the learning rate with the settings the stage used (--set); stages 4 and 6 ran on a GPU
-# (CUDA is used when present; on 2 CPU cores they take ~10 and ~70 min). Every stage's --metrics file
+# (CUDA is used when present; on 2 CPU cores they take ~10 and ~50 min). Every stage's --metrics file
 # carries its recipe into the card.
 REL := --profile release
 RELDATA := --raw data/release/raw --curated data/release/curated
