@@ -31,7 +31,7 @@ promote: $(STAMP)
 	$(BIN)/semivdn register --model models/full/model.safetensors --variant full --eval reports/eval/full
 	$(BIN)/semivdn promote > metrics/promotion.json
 
-# Retrain and ship the release model (semivdn/assets, MODEL_CARD.md): opt-in, about 2.5 h on 2 CPU cores.
+# Retrain and ship the release model (semivdn/assets, MODEL_CARD.md): opt-in, about 3 h on 2 CPU cores.
 # The demo's commands with the `release` profile, on folders of their own. Not a DVC pipeline: a dvc.yaml is
 # picked up by every `dvc repro` and `dvc exp run`, and the release must never run by accident.
 # Seven stages, as the shipped model was made: M2 from scratch, then supervised fine-tunings (M2+ft), each a
