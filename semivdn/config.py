@@ -68,10 +68,12 @@ class MakeData:
     procedural_scenes: int = 0  # painted scenes (semivdn.data.procedural) joining the paired train split's photos
     procedural_val_scenes: int = 0  # painted scenes joining each val split (their own, unseen by training)
     procedural_test_scenes: int = 0  # painted scenes joining each test split (their own, unseen by all else)
+    photo_weight: int = 1  # each paired train photograph's turns in the scene cycle (more photo clips)
 
     def __post_init__(self) -> None:
         for name in ("procedural_scenes", "procedural_val_scenes", "procedural_test_scenes"):
             _require(getattr(self, name) >= 0, f"make_data.{name}", "must be >= 0")
+        _require(self.photo_weight >= 1, "make_data.photo_weight", "must be at least 1")
         for name in ("height", "width"):
             _require(getattr(self, name) >= 32, f"make_data.{name}", "must be at least 32 pixels")
         for name in ("frames", "train_clips", "val_clips", "test_clips", "real_train_clips", "real_val_clips",

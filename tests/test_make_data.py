@@ -78,6 +78,19 @@ def test_painted_scenes_keep_the_splits_disjoint() -> None:
     assert split_scenes(smoke, "real", "val") == SPLIT_SCENES["real"]["val"]  # no painting unless asked
 
 
+def test_photo_weight_gives_paired_train_photographs_more_turns_only() -> None:
+    release = load_config(PARAMS, profile="release")
+    weighted = dataclasses.replace(release, make_data=dataclasses.replace(release.make_data, photo_weight=3))
+    photos = SPLIT_SCENES["paired"]["train"]
+    scenes = split_scenes(weighted, "paired", "train")
+    assert scenes[:3 * len(photos)] == photos * 3 and scenes[3 * len(photos):] == split_scenes(release, "paired",
+                                                                                               "train")[len(photos):]
+    for set_name, split in ((s, sp) for s in SETS for sp in SPLITS if (s, sp) != ("paired", "train")):
+        assert split_scenes(weighted, set_name, split) == split_scenes(release, set_name, split)
+    with pytest.raises(ValueError, match=r"make_data\.photo_weight"):
+        load_config(PARAMS, profile="release", overrides=["make_data.photo_weight=0"])
+
+
 def test_made_clips_use_only_their_splits_scenes(smoke_set: tuple[Path, dict]) -> None:
     out, _ = smoke_set
     seen: dict[tuple[str, str], set[str]] = {}

@@ -131,8 +131,13 @@ class Trainer:
                                ) from exc
 
     def start_teacher(self) -> None:
+        """The teacher starts as a copy of the student (Eq. 7).
+
+        It only runs forward, so its weights are stored channels-last, the layout its convolutions
+        receive inside the network: mkldnn would otherwise re-lay every conv weight out at each call.
+        """
         if self.variant.mean_teacher:
-            self.teacher = copy.deepcopy(self.student).eval()
+            self.teacher = copy.deepcopy(self.student).eval().to(memory_format=torch.channels_last)
             for param in self.teacher.parameters():
                 param.requires_grad_(False)
             self.averager = TeacherAverager(self.teacher, self.student)
@@ -187,7 +192,7 @@ class Trainer:
         under the augmentation's tone map (see :mod:`semivdn.train.augment`).
         """
         assert self.teacher is not None and self.unsup_loss is not None
-        with torch.no_grad():
+        with torch.inference_mode():
             teacher_out = self.teacher(real)
             target = tone(teacher_out.frames.float()).clamp(0.0, 1.0)
         unsup, unsup_parts = self.unsup_loss(out.frames[labelled:].flatten(0, 1).float(),
