@@ -123,6 +123,10 @@ def render_model_card(manifest: dict[str, Any]) -> str:
           if manifest.get("snow_gate", {}).get("enabled") else []),
         "- Trained on synthetic and proxy-real snow only: real footage with snow unlike both (heavy wet snow on the "
         "lens, night-time flash-lit flakes) may keep flakes.",
+        "- Photographs are its weak side (few among its training scenes): under snow of a third model on photographs "
+        "no split uses (`benchmarks/unseen_snow.py`) it leaves light snow in place, and where it acts it takes the "
+        "clip for hazy too, which can leave darker ghosts of the flakes on faces and façades (README, *Footage and "
+        "snow it never saw*).",
         "- Trained at 96-pixel crops of 160-pixel frames; large frames are processed whole or in tiles "
         "(`--tile`), and very large flakes at 4K may exceed what the network has seen.",
         "- No pretrained ImageNet or VGG weights were available to training (none can be downloaded here): "
