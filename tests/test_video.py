@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from semivdn.data.video import (
+    FALLBACK_CODEC,
     FrameReader,
     FrameWriter,
     VideoError,
@@ -90,7 +91,24 @@ def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
     (garbage / "00000.png").write_bytes(b"not an image")
     with pytest.raises(VideoError, match="unreadable image"), FrameReader(garbage) as reader:
         list(reader)
-    with pytest.raises(VideoError, match="even height and width"), FrameWriter(tmp_path / "odd.mp4") as writer:
+
+
+def test_odd_sized_frames_keep_every_pixel_in_h264_444(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    frames = _frames(3, height=31, width=45)
+    with caplog.at_level("WARNING"), FrameWriter(tmp_path / "odd.mp4") as writer:
+        for frame in frames:
+            writer.write(frame)
+    assert "odd side" in caplog.text and "4:4:4" in caplog.text
+    with FrameReader(tmp_path / "odd.mp4") as reader:
+        decoded = list(reader)
+    assert len(decoded) == 3 and decoded[0].shape == (31, 45, 3)
+    assert np.abs(decoded[1].astype(int) - frames[1]).mean() < 2
+
+
+def test_the_mpeg4_fallback_refuses_odd_sides_with_a_way_out(tmp_path: Path) -> None:
+    writer = FrameWriter(tmp_path / "odd.mp4")
+    writer.codec = FALLBACK_CODEC
+    with pytest.raises(VideoError, match=r"even height and width.*frame folder"):
         writer.write(np.zeros((31, 32, 3), np.uint8))
 
 

@@ -184,7 +184,9 @@ class FrameWriter:
     """Write RGB uint8 frames to a video file (by suffix) or a frame folder (no suffix).
 
     Video uses H.264 (``libx264``) when available, else MPEG-4 part 2 with a warning; the
-    codec used is in :attr:`codec` and in the file's ``comment`` tag. Frame folders get
+    codec used is in :attr:`codec` and in the file's ``comment`` tag. Chroma is 4:2:0, the format
+    every player takes, unless a side is odd: 4:2:0 cannot hold that, so H.264 goes 4:4:4 (with a
+    warning) rather than crop or pad the user's frames. Frame folders get
     zero-padded PNG names. Frame size is taken from the first frame.
     """
 
@@ -221,7 +223,11 @@ class FrameWriter:
         self._container.metadata["comment"] = f"semivdn encoder: {codec}"
         stream = self._container.add_stream(codec, rate=rate)
         stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
+        if stream.pix_fmt == "yuv444p":
+            log.warning("frames of %dx%d have an odd side, which 4:2:0 video cannot hold; encoding H.264 4:4:4 to "
+                        "keep every pixel (some players, web browsers among them, do not play it: write a frame "
+                        "folder instead, or crop to even sides first)", height, width)
         if codec == PREFERRED_CODEC:
             # mbtree off: this libx264's macroblock-tree rate control gives different bytes (and decoded
             # frames) from run to run for the same input, even single-threaded; without it encoding is repeatable
@@ -238,8 +244,9 @@ class FrameWriter:
             return
         height, width = frame.shape[:2]
         if self._stream is None:
-            if height % 2 or width % 2:
-                raise VideoError(f"{self.path}: video frames need even height and width, got {height}x{width}")
+            if (height % 2 or width % 2) and self.codec != PREFERRED_CODEC:
+                raise VideoError(f"{self.path}: {self.codec} video needs even height and width, got {height}x{width}; "
+                                 "write a frame folder instead, or crop to even sides first")
             self._open_stream(height, width)
         assert self._container is not None and self._stream is not None
         if (height, width) != (self._stream.height, self._stream.width):
