@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -103,6 +104,29 @@ def test_odd_sized_frames_keep_every_pixel_in_h264_444(tmp_path: Path, caplog: p
         decoded = list(reader)
     assert len(decoded) == 3 and decoded[0].shape == (31, 45, 3)
     assert np.abs(decoded[1].astype(int) - frames[1]).mean() < 2
+
+
+@pytest.mark.parametrize(("rotation", "white"), [(-90, (slice(None), slice(-10, None))),
+                                                 (90, (slice(None), slice(0, 10))),
+                                                 (180, (slice(-10, None), slice(None)))])
+def test_a_phone_video_is_read_the_way_players_show_it(tmp_path: Path, rotation: int, white: tuple) -> None:
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[:10] = 255  # a white band along the top of the stored pixels
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.set_display_rotation(rotation)  # what a phone held upright writes
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
+        container.mux(stream.encode(None))
+    with FrameReader(path) as reader:
+        frames = list(reader)
+        assert any("rotated" in note for note in reader.conversions)
+    expected_shape = (48, 64, 3) if rotation == 180 else (64, 48, 3)
+    assert all(frame.shape == expected_shape for frame in frames)
+    assert frames[0][white].min() > 200 and frames[0].mean() < 0.4 * 255  # the band moved, nothing else is white
+    assert probe(path).height == expected_shape[0]
 
 
 def test_the_mpeg4_fallback_refuses_odd_sides_with_a_way_out(tmp_path: Path) -> None:

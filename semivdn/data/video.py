@@ -3,8 +3,9 @@
 Frames are RGB ``uint8`` arrays of shape (H, W, 3) on the way in and out;
 :func:`to_tensor` / :func:`to_uint8` convert to float tensors in [0, 1].
 Readers yield one frame at a time so memory does not grow with video length.
-Grayscale, RGBA and 16-bit frames are converted to 8-bit RGB; a reader records
-what it converted in :attr:`FrameReader.conversions` so curation can note it.
+Grayscale, RGBA and 16-bit frames are converted to 8-bit RGB and rotated video is turned
+upright; a reader records what it converted in :attr:`FrameReader.conversions` so curation
+can note it.
 """
 
 from __future__ import annotations
@@ -147,12 +148,27 @@ class FrameReader:
         try:
             for frame in self._container.decode(stream):
                 decoded += 1
-                yield frame.to_ndarray(format="rgb24")
+                yield self._upright(frame)
         except av.error.FFmpegError as exc:
             raise VideoError(f"{self.path}: truncated or corrupt video ({exc})") from exc
         if declared and decoded < declared:  # e.g. a faststart mp4 cut short: its index outlives the data
             raise VideoError(f"{self.path}: truncated video: decoded {decoded} of the {declared} frames its "
                              "container declares")
+
+
+    def _upright(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame as players show it: phones store sensor-landscape pixels and a rotation in the container.
+
+        ``frame.rotation`` is the display matrix's counter-clockwise angle; turning the pixels by it
+        gives the network snow that falls down, and an output that plays the way the input did
+        (it is written upright, without a rotation of its own).
+        """
+        pixels = frame.to_ndarray(format="rgb24")
+        turns = round(frame.rotation / 90) % 4
+        if not turns:
+            return pixels
+        self.conversions.add(f"rotated {90 * turns}° counter-clockwise to display orientation")
+        return np.ascontiguousarray(np.rot90(pixels, turns))
 
 
 def probe(path: str | Path) -> VideoInfo:
