@@ -24,7 +24,16 @@ import torch
 from tqdm import tqdm
 
 from semivdn.config import Config, Inference, SnowGate
-from semivdn.data.video import VIDEO_SUFFIXES, FrameReader, FrameWriter, list_frame_files, to_tensor, to_uint8
+from semivdn.data.video import (
+    VIDEO_SUFFIXES,
+    FrameReader,
+    FrameWriter,
+    audio_streams,
+    copy_audio,
+    list_frame_files,
+    to_tensor,
+    to_uint8,
+)
 from semivdn.devices import resolve_device
 from semivdn.models.vdn import VDN
 from semivdn.registry import load_model_ref
@@ -280,7 +289,8 @@ def desnow_video(cfg: Config, input: str, output: str, model_ref: str, device: s
 
     ``compare`` writes input | output side by side. The output is written beside the target and
     renamed into place only when every frame is written (and the input decoded to its declared
-    end), so a failure leaves no output. Returns a summary (frames, fps, seconds, codec, output).
+    end), so a failure leaves no output. A video output keeps the input's soundtrack as it was.
+    Returns a summary (frames, fps, seconds, codec, audio streams kept, output).
     """
     source, target = Path(input), Path(output)
     _check_args(source, target, tile, cfg.inference.tile_overlap, overwrite)
@@ -313,12 +323,23 @@ def desnow_video(cfg: Config, input: str, output: str, model_ref: str, device: s
             fps, codec = reader.fps, writer.codec
         if count == 0:
             raise ValueError(f"input {source}: no frames to desnow")
+        audio = _keep_audio(source, Path(partial))
     seconds = time.perf_counter() - start
     return {"input": str(source), "output": str(target), "frames": count, "fps": fps, "seconds": round(seconds, 3),
             "frames_per_second": round(count / seconds, 3), "model": model_ref,
             "checkpoint_sha256": meta["checkpoint_sha256"], "device": device, "tile": tile, "codec": codec,
-            "compare": compare,
+            "compare": compare, "audio": audio,
             "snow_gate_mean": None if frame_gates is None else round(float(frame_gates.mean()), 3)}
+
+
+def _keep_audio(source: Path, partial: Path) -> list[str]:
+    """The input's soundtrack in the output video (a frame folder cannot hold one: a warning says it is left out)."""
+    if partial.is_dir():
+        if dropped := audio_streams(source):
+            log.warning("%s: a frame folder holds no sound; its audio (%s) is not kept (write a video file to keep "
+                        "it)", source, ", ".join(dropped))
+        return []
+    return copy_audio(source, partial)
 
 
 def _video_gates(source: Path, params: SnowGate, known_total: int | None) -> torch.Tensor | None:

@@ -6,6 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -129,6 +130,50 @@ def test_desnow_video_keeps_frame_count_and_fps(checkpoint: str, tmp_path) -> No
     compare = desnow_video(Config(model=TINY), str(source), str(tmp_path / "side.mp4"), model_ref=checkpoint,
                            compare=True)
     assert compare["frames"] == 7 and probe(tmp_path / "side.mp4").width == 96
+
+
+def _write_video_with_sound(path: Path, frames: list[np.ndarray], fps: int, seconds: float) -> None:
+    """A video with a 440 Hz AAC soundtrack of ``seconds``, as a camera or phone writes one."""
+    with av.open(str(path), mode="w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        audio = container.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for frame in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(16000 * seconds)) / 16000)).astype(np.float32)
+        for start in range(0, len(tone), 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts = 16000, start
+            container.mux(audio.encode(chunk))
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
+
+
+def _audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [bytes(packet) for packet in container.demux(container.streams.audio[0]) if packet.size]
+
+
+def test_desnow_video_keeps_the_soundtrack_bit_for_bit(checkpoint: str, tmp_path: Path) -> None:
+    source = tmp_path / "holiday.mp4"
+    _write_video_with_sound(source, _frames(10, height=40, width=48), fps=10, seconds=1.0)
+    summary = desnow_video(Config(model=TINY), str(source), str(tmp_path / "out.mp4"), model_ref=checkpoint)
+    assert summary["audio"] == ["aac 16000 Hz mono"] and probe(tmp_path / "out.mp4").frames == 10
+    assert _audio_packets(tmp_path / "out.mp4") == _audio_packets(source)
+    with av.open(str(tmp_path / "out.mp4")) as container:  # and still in step with the pictures
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert float(audio.duration * audio.time_base) == pytest.approx(float(video.duration * video.time_base),
+                                                                          abs=0.1)
+
+
+def test_a_frame_folder_output_says_the_sound_is_left_out(checkpoint: str, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / "holiday.mp4"
+    _write_video_with_sound(source, _frames(4, height=40, width=48), fps=10, seconds=0.4)
+    with caplog.at_level("WARNING"):
+        summary = desnow_video(Config(model=TINY), str(source), str(tmp_path / "frames"), model_ref=checkpoint)
+    assert summary["audio"] == [] and "holds no sound" in caplog.text and "aac 16000 Hz mono" in caplog.text
 
 
 def test_desnow_video_folder_to_folder(checkpoint: str, tmp_path) -> None:

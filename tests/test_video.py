@@ -14,6 +14,8 @@ from semivdn.data.video import (
     FrameReader,
     FrameWriter,
     VideoError,
+    audio_streams,
+    copy_audio,
     count_frames,
     probe,
     psnr_db,
@@ -198,3 +200,31 @@ def test_writing_the_same_real_clip_twice_gives_the_same_video(tmp_path: Path) -
                 writer.write(frame)
         encoded.add((tmp_path / f"clip_{i}.mp4").read_bytes())
     assert len(encoded) == 1, f"{len(encoded)} different encodings of one clip"
+
+
+def test_audio_a_container_cannot_hold_leaves_the_video_silent_and_says_so(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    source = tmp_path / "in.mkv"
+    with av.open(str(source), mode="w") as container:  # Opus sound, which AVI cannot carry
+        video = container.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        audio = container.add_stream("libopus", rate=48000)
+        audio.layout = "mono"
+        for frame in _frames(3, 32, 32):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        for start in range(0, 9600, 960):
+            chunk = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.float32), format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, start
+            container.mux(audio.encode(chunk))
+        container.mux(video.encode(None))
+        container.mux(audio.encode(None))
+    assert audio_streams(source) == ["opus 48000 Hz mono"]
+    with FrameWriter(tmp_path / "out.avi", fps=10) as writer:
+        for frame in _frames(3, 32, 32):
+            writer.write(frame)
+    with caplog.at_level("WARNING"):
+        assert copy_audio(source, tmp_path / "out.avi") == []
+    assert "opus 48000 Hz mono" in caplog.text and "no sound" in caplog.text
+    assert probe(tmp_path / "out.avi").frames == 3 and audio_streams(tmp_path / "out.avi") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv", "out.avi"]  # no half-written merge left
+
