@@ -280,7 +280,7 @@ def run_training(cfg: Config, variant: str, raw_root: Path, curated: Path, out_d
     try:
         curve = Path(curve_path) if curve_path else Path(out_dir) / CURVE_FILE
         with numpy_blas_single_threaded():
-                return _run(cfg, variant, raw_root, curated, Path(out_dir), resume, init, metrics_path, curve, device,
+            return _run(cfg, variant, raw_root, curated, Path(out_dir), resume, init, metrics_path, curve, device,
                         dist_ctx)
     finally:
         shutdown_distributed(dist_ctx)
