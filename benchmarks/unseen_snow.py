@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import sysconfig
 from collections.abc import Callable
 from pathlib import Path
@@ -31,18 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from truth_clips import CPU_THREADS, psnr  # also puts the repository root on sys.path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from semivdn.config import load_config
-from semivdn.eval.baselines import temporal_median3
+from semivdn.config import SnowGate, load_config
+from semivdn.eval.baselines import BASELINES
 from semivdn.eval.evaluate import quantize_8bit
 from semivdn.eval.harm import BAR, harm
 from semivdn.eval.stats import bootstrap_mean, paired_difference
 from semivdn.inference import desnow_clip
 from semivdn.registry import load_model_ref
 
-CPU_THREADS = 2
 FRAMES, HEIGHT, WIDTH = 12, 192, 256
 SUBSTEPS = 4  # positions per exposure: fast flakes streak
 SEED = 11  # with the clip's place in PHOTOGRAPHS: its camera path and its snow
@@ -124,11 +121,6 @@ def unseen_clips() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     return clips
 
 
-def psnr(output: torch.Tensor, truth: torch.Tensor) -> float:
-    """PSNR of a whole clip: all its frames' pixels in one mean squared error."""
-    return 10 * math.log10(1.0 / max(float(torch.mean((output - truth) ** 2)), 1e-12))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="release")
@@ -140,12 +132,12 @@ def main() -> None:
     model, meta = load_model_ref(args.model, cfg)
     model.eval()
 
-    def network(clip: torch.Tensor, gate: Any = None) -> torch.Tensor:
+    def network(clip: torch.Tensor, gate: SnowGate | None = None) -> torch.Tensor:
         with torch.no_grad():
             return quantize_8bit(desnow_clip(model, clip, cfg.data.frames_per_clip, gate))
 
     methods: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "input": lambda clip: clip, "median3": temporal_median3, "network": network,
+        **BASELINES, "network": network,
         "network + snow gate": lambda clip: network(clip, cfg.inference.snow_gate)}
     clips = unseen_clips()
     scores: dict[str, list[float]] = {name: [] for name in methods}
@@ -154,6 +146,7 @@ def main() -> None:
             scores[name].append(psnr(method(snowy), clean))
         print(f"{clip_id}: " + ", ".join(f"{name} {values[-1]:.2f} dB" for name, values in scores.items()), flush=True)
     seed, resamples, confidence = cfg.seed, cfg.eval.bootstrap, cfg.eval.confidence
+    snow_free = {clip_id: clean for clip_id, (_, clean) in clips.items()}  # the same clips without their snow
     result: dict[str, Any] = {
         "model": args.model, "checkpoint_sha256": meta["checkpoint_sha256"], "clips": list(clips),
         "frames": FRAMES, "size": [HEIGHT, WIDTH],
@@ -164,9 +157,8 @@ def main() -> None:
                   for name in ("network", "network + snow gate") for base in ("input", "median3")},
         "per_clip_psnr": {name: dict(zip(clips, np.round(values, 3).tolist(), strict=True))
                           for name, values in scores.items()},
-        "do_no_harm": {name: {key: value for key, value in harm(methods[name], {c: clean for c, (_, clean) in
-                                                                               clips.items()}).items()
-                              if key != "bar"} for name in ("network", "network + snow gate")},
+        "do_no_harm": {name: {key: value for key, value in harm(methods[name], snow_free).items() if key != "bar"}
+                       for name in ("network", "network + snow gate")},
         "bar": BAR,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

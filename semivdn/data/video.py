@@ -157,7 +157,6 @@ class FrameReader:
             raise VideoError(f"{self.path}: truncated video: decoded {decoded} of the {declared} frames its "
                              "container declares")
 
-
     def _upright(self, frame: av.VideoFrame) -> np.ndarray:
         """The frame as players show it: phones store sensor-landscape pixels and a rotation in the container.
 
@@ -307,13 +306,17 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+def _describe(stream: av.audio.stream.AudioStream) -> str:
+    context = stream.codec_context
+    return f"{context.name} {context.sample_rate} Hz {context.layout.name}"
+
+
 def audio_streams(path: Path) -> list[str]:
     """The audio streams of a video file, described (``aac 44100 Hz stereo``); none for a frame folder."""
     if not is_video_file(path):
         return []
     with av.open(str(path)) as container:
-        return [f"{s.codec_context.name} {s.codec_context.sample_rate} Hz {s.codec_context.layout.name}"
-                for s in container.streams.audio]
+        return [_describe(stream) for stream in container.streams.audio]
 
 
 def copy_audio(source: Path, video: Path) -> list[str]:
@@ -321,30 +324,35 @@ def copy_audio(source: Path, video: Path) -> list[str]:
 
     Desnowing touches only the pictures, so the soundtrack is the input's own, bit for bit. Audio and
     video packets are merged in timestamp order, so memory stays flat for any length. Returns the
-    streams kept (:func:`audio_streams`); if the output's container cannot hold them, ``video`` stays
-    as it was, without audio, and a warning says why (never silently).
+    streams kept (described as by :func:`audio_streams`); if the output's container cannot hold them,
+    ``video`` stays as it was, without audio, and a warning says why (never silently).
     """
-    kept = audio_streams(source)
-    if not kept:
+    if not is_video_file(source):
         return []
     merged = video.with_name(f"{video.stem}.audio{video.suffix}")
+    kept: list[str] = []
     try:
-        with av.open(str(source)) as src, av.open(str(video)) as pictures, av.open(str(merged), "w") as out:
-            out.metadata.update(pictures.metadata)
-            video_in = pictures.streams.video[0]
-            targets = {(0, video_in.index): out.add_stream_from_template(video_in)}
-            targets.update({(1, s.index): out.add_stream_from_template(s) for s in src.streams.audio})
+        with av.open(str(source)) as src:
+            audio = list(src.streams.audio)
+            kept = [_describe(stream) for stream in audio]
+            if not audio:
+                return []
+            with av.open(str(video)) as pictures, av.open(str(merged), "w") as out:
+                out.metadata.update(pictures.metadata)
+                video_in = pictures.streams.video[0]
+                targets = {(0, video_in.index): out.add_stream_from_template(video_in)}
+                targets.update({(1, stream.index): out.add_stream_from_template(stream) for stream in audio})
 
-            def packets(container: av.container.InputContainer, side: int,
-                        streams: list[av.stream.Stream]) -> Iterator[av.Packet]:
-                for packet in container.demux(*streams):
-                    if packet.dts is not None:  # demux ends each stream with an empty flush packet
-                        packet.stream = targets[(side, packet.stream.index)]
-                        yield packet
+                def packets(container: av.container.InputContainer, side: int,
+                            streams: list[av.stream.Stream]) -> Iterator[av.Packet]:
+                    for packet in container.demux(*streams):
+                        if packet.dts is not None:  # demux ends each stream with an empty flush packet
+                            packet.stream = targets[(side, packet.stream.index)]
+                            yield packet
 
-            for packet in heapq.merge(packets(pictures, 0, [video_in]), packets(src, 1, list(src.streams.audio)),
-                                      key=lambda packet: float(packet.dts * packet.time_base)):
-                out.mux(packet)
+                for packet in heapq.merge(packets(pictures, 0, [video_in]), packets(src, 1, audio),
+                                          key=lambda packet: float(packet.dts * packet.time_base)):
+                    out.mux(packet)
     except (av.error.FFmpegError, ValueError) as exc:
         merged.unlink(missing_ok=True)
         log.warning("%s: its audio (%s) could not be copied into a %s file (%s); the output has no sound",
@@ -352,4 +360,3 @@ def copy_audio(source: Path, video: Path) -> list[str]:
         return []
     os.replace(merged, video)
     return kept
-
