@@ -1,18 +1,11 @@
 """benchmarks/abstention.py: the two versions of a scene it compares the filmed clip with are what it says."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
+from scripts import load_script
 
 from semivdn.config import SnowParams
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))  # as when run as a script: it imports its neighbour truth_clips
-spec = importlib.util.spec_from_file_location("abstention", ROOT / "benchmarks" / "abstention.py")
-abstention = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(abstention)
+abstention = load_script("benchmarks/abstention.py")
 
 
 def test_veil_only_is_the_truth_under_a_uniform_veil_and_paired_snow_adds_light() -> None:

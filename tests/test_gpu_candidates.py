@@ -1,18 +1,16 @@
 """infra/training/gpu_candidates.py builds `semivdn train` commands that the CLI accepts as they are."""
 
 import argparse
-import importlib.util
 import json
 import tarfile
 from pathlib import Path
 
+from scripts import ROOT, load_script
+
 from semivdn.cli import build_parser
 from semivdn.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("gpu_candidates", ROOT / "infra" / "training" / "gpu_candidates.py")
-gpu_candidates = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_candidates)
+gpu_candidates = load_script("infra/training/gpu_candidates.py")
 
 
 def test_a_candidate_command_parses_and_its_overrides_reach_the_config(tmp_path: Path) -> None:

@@ -1,19 +1,14 @@
 """benchmarks/unseen_snow.py: its photographs are there, unused by the data, and its third snow model behaves."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts import load_script
 
 from semivdn.data.scenes import SPLIT_SCENES
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))  # as when run as a script: it imports its neighbour truth_clips
-spec = importlib.util.spec_from_file_location("unseen_snow", ROOT / "benchmarks" / "unseen_snow.py")
-unseen_snow = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(unseen_snow)
+unseen_snow = load_script("benchmarks/unseen_snow.py")
 
 
 def test_every_photograph_is_installed_and_none_is_a_data_scene() -> None:
