@@ -97,10 +97,12 @@ class SnowParams:
     aspect_range: tuple[float, float] = (1.0, 1.0)  # flake elongation (irregular clumps), random orientation
     gust: float = 0.0  # relative variation of the wind over time (0: steady wind)
     haze_gradient: float = 1.0  # 1: haze thickens with the depth proxy; 0: a uniform veil of T_far everywhere
+    defocus: float = 0.0  # σ in pixels of the lens blur on the nearest flakes (0: every flake in focus)
 
     def __post_init__(self) -> None:
         _require(self.flakes_per_megapixel >= 0, "snow.flakes_per_megapixel", "must be >= 0")
         _require(0.0 <= self.haze_gradient <= 1.0, "snow.haze_gradient", "must lie in [0, 1]")
+        _require(0.0 <= self.defocus <= 10.0, "snow.defocus", "must lie in [0, 10] pixels")
         _check_range(self.aspect_range, "snow.aspect_range", 1.0)
         _require(0.0 <= self.gust <= 1.0, "snow.gust", "must lie in [0, 1]")
         _check_range(self.size_range, "snow.size_range", 0.0)
@@ -159,10 +161,11 @@ class SnowRandomization:
     in ``density_scale``, flake size and fall speed scaled by ``size_scale``/``speed_scale``,
     streak, bokeh and clump shares, gusts and haze drawn anew; ``no_haze_fraction`` of clips
     have no haze; ``haze_gradient`` draws how much the haze follows depth (down to a uniform
-    veil, as unresolved far snow gives); ``camera_fraction`` of clips are filmed through a noisy, compressing camera
-    (semivdn.data.camera). All ones and zeros: every clip uses ``snow`` as is. (Snow-free pairs
-    come from ``data.identity_fraction`` at training time instead: curation rightly rejects a
-    paired clip whose input equals its truth.)
+    veil, as unresolved far snow gives); ``opacity_scale`` and ``defocus`` film the flakes fainter
+    and out of focus, as a lens focused on the scene sees them; ``camera_fraction`` of clips are
+    filmed through a noisy, compressing camera (semivdn.data.camera). All ones and zeros: every
+    clip uses ``snow`` as is. (Snow-free pairs come from ``data.identity_fraction`` at training
+    time instead: curation rightly rejects a paired clip whose input equals its truth.)
     """
 
     no_haze_fraction: float = 0.0
@@ -172,6 +175,8 @@ class SnowRandomization:
     vary_style: bool = False  # draw streak/bokeh shares, clump aspect, gusts and haze per clip
     haze_gradient: tuple[float, float] = (1.0, 1.0)  # uniform draw of snow.haze_gradient (0: uniform veil)
     camera_fraction: float = 0.0  # clips filmed through a camera (semivdn.data.camera): noise and JPEG
+    opacity_scale: tuple[float, float] = (1.0, 1.0)  # log-uniform factor on snow.opacity_range (faint flakes)
+    defocus: tuple[float, float] = (0.0, 0.0)  # uniform draw of snow.defocus (flakes out of focus)
     read_noise: tuple[float, float] = (0.003, 0.02)  # σ of the camera's read noise, of full scale
     jpeg_quality: tuple[int, int] = (45, 95)
 
@@ -180,6 +185,8 @@ class SnowRandomization:
             _require(0.0 <= getattr(self, name) <= 1.0, f"paired_randomization.{name}", "must lie in [0, 1]")
         for name in ("density_scale", "size_scale", "speed_scale"):
             _check_range(getattr(self, name), f"paired_randomization.{name}", 1e-6)
+        _check_range(self.opacity_scale, "paired_randomization.opacity_scale", 1e-6, 1.0)
+        _check_range(self.defocus, "paired_randomization.defocus", 0.0, 10.0)
         _check_range(self.read_noise, "paired_randomization.read_noise", 0.0, 1.0)
         _check_range(self.haze_gradient, "paired_randomization.haze_gradient", 0.0, 1.0)
         _check_range(self.jpeg_quality, "paired_randomization.jpeg_quality", 1, 100)

@@ -72,6 +72,7 @@ def test_randomized_snow_spans_the_configured_ranges() -> None:
     hazeless = next(p for p in drawn if p.haze_range == (1.0, 1.0))
     np.testing.assert_array_equal(synthesize_snow(clean, hazeless, 0).transmission, 1.0)
     assert {p.haze_gradient for p in drawn} == {1.0}  # not asked for: every clip keeps the depth-graded haze
+    assert {p.opacity_range for p in drawn} == {base.opacity_range} and {p.defocus for p in drawn} == {0.0}
 
 
 def test_haze_gradient_is_drawn_per_clip_within_its_range() -> None:
@@ -79,6 +80,29 @@ def test_haze_gradient_is_drawn_per_clip_within_its_range() -> None:
     drawn = np.array([randomize_snow(SnowParams(), spread, np.random.default_rng(seed)).haze_gradient
                       for seed in range(100)])
     assert 0.0 <= drawn.min() < 0.05 and 0.35 < drawn.max() <= 0.4
+
+
+def test_opacity_scale_and_defocus_are_drawn_per_clip() -> None:
+    base = SnowParams()
+    spread = SnowRandomization(opacity_scale=(0.2, 1.0), defocus=(0.5, 2.5))
+    drawn = [randomize_snow(base, spread, np.random.default_rng(seed)) for seed in range(100)]
+    factors = np.array([p.opacity_range[0] / base.opacity_range[0] for p in drawn])
+    np.testing.assert_allclose([p.opacity_range[1] / base.opacity_range[1] for p in drawn], factors)  # one factor
+    assert 0.2 <= factors.min() < 0.25 and 0.85 < factors.max() <= 1.0
+    assert 0.3 < np.median(factors) < 0.6  # log-uniform: the geometric middle of [0.2, 1] is 0.45
+    defocus = np.array([p.defocus for p in drawn])
+    assert 0.5 <= defocus.min() < 0.7 and 2.3 < defocus.max() <= 2.5
+
+
+def test_defocus_spreads_the_same_flakes_wider_and_fainter() -> None:
+    clean = np.full((2, 64, 64, 3), 0.3, np.float32)
+    sharp, soft = (synthesize_snow(clean, SnowParams(haze_range=(1.0, 1.0), bokeh_fraction=0.0, defocus=d), 5)
+                   for d in (0.0, 2.0))
+    light_sharp, light_soft = sharp.snow.sum(), soft.snow.sum()
+    assert abs(light_soft - light_sharp) < 0.1 * light_sharp  # the lens moves light, it adds none
+    assert soft.snow.max() < 0.8 * sharp.snow.max()  # peaks spread out
+    assert (soft.snow.max(axis=3) > 0.01).mean() > (sharp.snow.max(axis=3) > 0.01).mean()  # over more pixels
+    np.testing.assert_array_equal(soft.clean, sharp.clean)
 
 
 def _write(folder: Path, frames: np.ndarray) -> None:

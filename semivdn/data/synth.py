@@ -20,12 +20,14 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from semivdn.config import SnowParams, SnowRandomization
 
 LAYER_BANDS = ((0.0, 0.34), (0.34, 0.67), (0.67, 1.0))  # depth bands of the far, mid and near layers
 LAYER_SHARES = (0.5, 0.32, 0.18)  # far flakes are the most numerous
 LAYER_FAINTNESS = (0.55, 0.8, 1.0)  # far flakes are attenuated by the air between them and the camera
+LAYER_DEFOCUS = (0.3, 0.6, 1.0)  # share of snow.defocus each layer gets: the lens focuses on the scene, beyond them
 BOKEH_SIZE = (2.5, 4.0)  # bokeh radius as a multiple of a near flake's radius
 BOKEH_OPACITY = 0.45  # bokeh flakes are translucent
 BOKEH_EDGE = 0.3  # width of the soft edge, relative to the bokeh radius
@@ -71,7 +73,10 @@ def synthesize_snow(clean: np.ndarray, params: SnowParams, seed: int | np.random
     snowy = hazy.copy()
     for layer in _flake_layers(rng, params, height, width):
         for t in range(frames):
-            alpha = _render_alpha(layer, t, drift[t], wind[t], height, width)[..., None]
+            alpha = _render_alpha(layer, t, drift[t], wind[t], height, width)
+            if layer.blur > 0:  # out of focus: the same light spread wider and fainter
+                alpha = ndimage.gaussian_filter(alpha, layer.blur, mode="nearest")
+            alpha = alpha[..., None]
             snowy[t] = snowy[t] * (1.0 - alpha) + alpha * layer.colour
     np.clip(snowy, 0.0, 1.0, out=snowy)
     return SnowyClip(snowy=snowy, clean=clean, snow=(snowy - hazy).astype(np.float32),
@@ -106,6 +111,11 @@ def randomize_snow(base: SnowParams, spread: SnowRandomization, rng: np.random.G
         params = dataclasses.replace(params, haze_range=(1.0, 1.0))
     if spread.haze_gradient != (1.0, 1.0):  # drawn only when asked: older data keeps its random stream
         params = dataclasses.replace(params, haze_gradient=float(rng.uniform(*spread.haze_gradient)))
+    if spread.opacity_scale != (1.0, 1.0):  # likewise
+        params = dataclasses.replace(params, opacity_range=scaled(
+            base.opacity_range, float(np.exp(rng.uniform(*np.log(spread.opacity_scale))))))
+    if spread.defocus != (0.0, 0.0):  # likewise
+        params = dataclasses.replace(params, defocus=float(rng.uniform(*spread.defocus)))
     return params
 
 
@@ -191,6 +201,7 @@ class _FlakeLayer:
     half: np.ndarray  # kernel half size in pixels, in steps of KERNEL_STEP
     pad: int  # the largest half size: flakes wrap around the frame padded by it
     colour: np.ndarray  # (3,) near white
+    blur: float = 0.0  # σ in pixels of the lens blur over the whole layer (snow.defocus)
 
 
 def _flake_layers(rng: np.random.Generator, params: SnowParams, height: int, width: int) -> list[_FlakeLayer]:
@@ -199,8 +210,9 @@ def _flake_layers(rng: np.random.Generator, params: SnowParams, height: int, wid
     counts = [int(rng.poisson(total * share)) for share in LAYER_SHARES]
     bokeh_count = int(rng.poisson(counts[2] * params.bokeh_fraction))
     shutter = rng.uniform(0.6, 1.0)
-    layers = [_make_layer(rng, params, n, band, faint, shutter, height, width, bokeh=False)
-              for n, band, faint in zip(counts, LAYER_BANDS, LAYER_FAINTNESS, strict=True)]
+    layers = [dataclasses.replace(_make_layer(rng, params, n, band, faint, shutter, height, width, bokeh=False),
+                                  blur=params.defocus * share)
+              for n, band, faint, share in zip(counts, LAYER_BANDS, LAYER_FAINTNESS, LAYER_DEFOCUS, strict=True)]
     layers.append(_make_layer(rng, params, bokeh_count, (1.0, 1.0), 1.0, shutter, height, width, bokeh=True))
     return [layer for layer in layers if layer.x0.size]
 
