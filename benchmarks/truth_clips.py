@@ -1,6 +1,7 @@
 """What the val diagnostics share: their command line, the model they load and the clips with truth they read.
 
-Used by ``error_offset.py`` and ``self_ensemble.py`` (run them from the repository root).
+Used by ``abstention.py``, ``error_offset.py``, ``self_ensemble.py`` and ``snow_gate.py`` (run them from the
+repository root).
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ def load_model(args: argparse.Namespace) -> tuple[Config, torch.nn.Module, dict[
     return cfg, model.eval(), meta
 
 
-def clips_with_truth(args: argparse.Namespace) -> Iterator[tuple[str, str, torch.Tensor, torch.Tensor]]:
+def clips_with_truth(args: argparse.Namespace, domains: tuple[str, ...] = ("paired", "real"),
+                     ) -> Iterator[tuple[str, str, torch.Tensor, torch.Tensor]]:
     """(domain, clip id, snowy clip, clean clip) of the split: paired clips, then proxy-real ones with truth."""
     manifest = load_manifest(args.curated)
-    for domain in ("paired", "real"):
+    for domain in domains:
         clips = clip_refs(manifest, args.raw, domain, args.split)
         if domain == "real":  # held-back truth; paired clips carry their own clean frames
             clips = with_truth(clips, args.truth, args.split)
