@@ -100,7 +100,9 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "- Data: the `release` profile of `semivdn data make` — paired clips over bundled photographs and procedural "
         "scenes (landscapes, towns, textures, shapes, interiors; night and low-contrast variants) with per-clip "
         "domain-randomized Eq. 1 snow and snow-free identity pairs (unlabelled proxy-real clips serve the "
-        "mean-teacher variants only). "
+        "mean-teacher variants only). Each stage names the data it trained on by its hash; `make release` "
+        "regenerates each data set (a second one films the paired training snow fainter, out of focus and in part "
+        "through a noisy, compressing camera: the Makefile's `FILMED`). "
         "No test-split scene is used in training or tuning (splits are disjoint by scene).",
         *[f"- Stage {i + 1}: `{stage.get('variant')}`, {stage.get('iterations')} iterations, "
           f"{float(stage.get('seconds') or 0) / 60:.1f} min at {stage.get('it_per_s')} it/s{_recipe(stage)}"
