@@ -162,7 +162,9 @@ class SnowRandomization:
     streak, bokeh and clump shares, gusts and haze drawn anew; ``no_haze_fraction`` of clips
     have no haze; ``haze_gradient`` draws how much the haze follows depth (down to a uniform
     veil, as unresolved far snow gives); ``opacity_scale`` and ``defocus`` film the flakes fainter
-    and out of focus, as a lens focused on the scene sees them; ``camera_fraction`` of clips are
+    and out of focus, as a lens focused on the scene sees them; ``haze_only_fraction`` of clips
+    carry the haze without flakes, so that haze is learnt from haze and not from the snow that
+    usually comes with it; ``camera_fraction`` of clips are
     filmed through a noisy, compressing camera (semivdn.data.camera). All ones and zeros: every
     clip uses ``snow`` as is. (Snow-free pairs come from ``data.identity_fraction`` at training
     time instead: curation rightly rejects a paired clip whose input equals its truth.)
@@ -177,11 +179,12 @@ class SnowRandomization:
     camera_fraction: float = 0.0  # clips filmed through a camera (semivdn.data.camera): noise and JPEG
     opacity_scale: tuple[float, float] = (1.0, 1.0)  # log-uniform factor on snow.opacity_range (faint flakes)
     defocus: tuple[float, float] = (0.0, 0.0)  # uniform draw of snow.defocus (flakes out of focus)
+    haze_only_fraction: float = 0.0  # clips with haze and no flakes
     read_noise: tuple[float, float] = (0.003, 0.02)  # σ of the camera's read noise, of full scale
     jpeg_quality: tuple[int, int] = (45, 95)
 
     def __post_init__(self) -> None:
-        for name in ("no_haze_fraction", "camera_fraction"):
+        for name in ("no_haze_fraction", "haze_only_fraction", "camera_fraction"):
             _require(0.0 <= getattr(self, name) <= 1.0, f"paired_randomization.{name}", "must lie in [0, 1]")
         for name in ("density_scale", "size_scale", "speed_scale"):
             _check_range(getattr(self, name), f"paired_randomization.{name}", 1e-6)

@@ -94,6 +94,20 @@ def test_opacity_scale_and_defocus_are_drawn_per_clip() -> None:
     assert 0.5 <= defocus.min() < 0.7 and 2.3 < defocus.max() <= 2.5
 
 
+def test_haze_only_clips_have_haze_and_no_flakes() -> None:
+    base = SnowParams(haze_range=(0.6, 0.8))
+    spread = SnowRandomization(no_haze_fraction=0.5, haze_only_fraction=0.3)
+    drawn = [randomize_snow(base, spread, np.random.default_rng(seed)) for seed in range(200)]
+    haze_only = [p for p in drawn if p.flakes_per_megapixel == 0]
+    assert 0.2 < len(haze_only) / len(drawn) < 0.4
+    assert all(p.haze_range == base.haze_range for p in haze_only)  # never a clip equal to its truth
+    assert all(p.flakes_per_megapixel == base.flakes_per_megapixel for p in drawn if p not in haze_only)
+    clean = np.full((2, 48, 48, 3), 0.3, np.float32)
+    clip = synthesize_snow(clean, haze_only[0], 1)
+    assert np.abs(clip.snow).max() == 0 and clip.transmission.max() < 1  # Eq. 1 with S = 0
+    assert np.abs(clip.snowy - clean).mean() > 0.02
+
+
 def test_defocus_spreads_the_same_flakes_wider_and_fainter() -> None:
     clean = np.full((2, 64, 64, 3), 0.3, np.float32)
     sharp, soft = (synthesize_snow(clean, SnowParams(haze_range=(1.0, 1.0), bokeh_fraction=0.0, defocus=d), 5)

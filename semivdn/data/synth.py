@@ -116,6 +116,10 @@ def randomize_snow(base: SnowParams, spread: SnowRandomization, rng: np.random.G
             base.opacity_range, float(np.exp(rng.uniform(*np.log(spread.opacity_scale))))))
     if spread.defocus != (0.0, 0.0):  # likewise
         params = dataclasses.replace(params, defocus=float(rng.uniform(*spread.defocus)))
+    if spread.haze_only_fraction > 0 and rng.random() < spread.haze_only_fraction:  # likewise
+        # haze without flakes: a clip drawn without haze takes the base haze, or it would be its own truth
+        haze = base.haze_range if params.haze_range == (1.0, 1.0) else params.haze_range
+        params = dataclasses.replace(params, flakes_per_megapixel=0.0, haze_range=haze)
     return params
 
 
