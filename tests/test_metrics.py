@@ -80,6 +80,23 @@ def test_psnr_and_ssim_are_rgb_and_agree_with_scikit_image(smoke_cfg: Config) ->
     assert create_metric("ssim", smoke_cfg)(_tensor(shifted), _tensor(clean)).max() < 0.9
 
 
+def test_ssim_is_pyiqas_to_float_rounding(smoke_cfg: Config) -> None:
+    import pyiqa
+
+    reference = pyiqa.create_metric("ssim", device="cpu", **METRICS["ssim"].options)
+    ours = create_metric("ssim", smoke_cfg)
+    generator = torch.Generator().manual_seed(3)
+    textured = torch.rand(3, 3, 37, 52, generator=generator)
+    flat = torch.full((3, 3, 37, 52), 0.5)  # flat and noisy: where pyiqa clamps negative terms to 0
+    for clean in (textured, flat):
+        noisy = (clean + 0.05 * torch.randn(clean.shape, generator=generator)).clamp(0, 1)
+        expected = reference(noisy, clean).double().reshape(-1)
+        # pyiqa rounds its window to float32: ~1e-7 on flat frames, where variances are differences of large sums
+        assert torch.allclose(ours(noisy, clean), expected, rtol=0, atol=SSIM_TOLERANCE)
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ours(torch.rand(1, 3, 10, 40), torch.rand(1, 3, 10, 40))
+
+
 def test_identical_frames_score_perfect_ssim(smoke_cfg: Config) -> None:
     clean, _ = _frames(noise=0.0)
     assert torch.allclose(create_metric("ssim", smoke_cfg)(_tensor(clean), _tensor(clean)),

@@ -40,12 +40,12 @@ class MetricSpec:
     checkpoint_key: str | None = None  # key that holds the state dict inside that file
     set_by_constructor: tuple[str, ...] = ()  # state-dict prefixes the file leaves to the constructor
     backbone: str | None = None  # WEIGHTS entry the constructor loads through torchvision or timm
-    native: bool = False  # computed by semivdn itself (NIQE: semivdn/eval/niqe.py), not by pyiqa
+    native: bool = False  # computed by semivdn itself (semivdn/eval/niqe.py; ssim.py: pyiqa's definition, faster)
 
 
 METRICS: dict[str, MetricSpec] = {
     "psnr": MetricSpec("psnr", lower_better=False, paired=True, options={"test_y_channel": False}),
-    "ssim": MetricSpec("ssim", lower_better=False, paired=True, options={"test_y_channel": False}),
+    "ssim": MetricSpec("ssim", lower_better=False, paired=True, options={"test_y_channel": False}, native=True),
     "lpips": MetricSpec("lpips", lower_better=True, paired=True, options={"pretrained": False},
                         checkpoint="lpips_alex", set_by_constructor=("net.", "lins.", "scaling_layer."),
                         backbone="alexnet"),
