@@ -80,7 +80,8 @@ release: $(STAMP)
 	done; \
 	$(BIN)/semivdn release $(REL) --model $(RELEASE_MODEL) \
 	  --train-metrics $(RELSTAGES) --evals reports/release/eval/release \
-	  reports/release/eval/input reports/release/eval/median3 --card MODEL_CARD.md
+	  reports/release/eval/input reports/release/eval/median3 --card MODEL_CARD.md; \
+	$(BIN)/semivdn figure --eval reports/release/eval/release --domains real paired --out docs/release.png
 
 # dvc.lock must record the code and params the committed files hold (no training: hashes only).
 lock-check: $(STAMP)
