@@ -4,7 +4,8 @@
 
 For each variant of the chosen profile (default ``demo``) it times ``--rounds`` rounds of
 ``--steps`` calls of the real ``Trainer.step`` (losses, mean teacher, DCR and all) on synthetic
-in-memory batches of the profile's batch sizes, crop and clip length, after ``--warmup`` untimed
+in-memory batches of the profile's batch sizes, crop and clip length (unlabelled clips only at the steps
+where the teacher labels, ``train.teacher_reuse``, as the training loop loads them), after ``--warmup`` untimed
 steps, with ``torch.set_num_threads(2)`` (the project's reference machine). Variants take turns
 round by round and each keeps its best round, so load from other processes hits all alike.
 Data loading is excluded: it is the same for every variant. ``ratio_to_M2`` is the variant's it/s over
@@ -66,7 +67,10 @@ class VariantTimer:
         """Seconds per step over ``steps`` steps."""
         began = time.perf_counter()
         for _ in range(steps):
-            self.trainer.step(self.batches[self.iteration % len(self.batches)], self.iteration)
+            batch = self.batches[self.iteration % len(self.batches)]
+            if not self.trainer.labels_at(self.iteration):  # as the training loop: no unlabelled batch is loaded
+                batch = dataclasses.replace(batch, real=None)
+            self.trainer.step(batch, self.iteration)
             self.iteration += 1
         return (time.perf_counter() - began) / steps
 
@@ -79,9 +83,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter, as `semivdn train --set` (e.g. train.teacher_reuse=1)")
     args = parser.parse_args()
     torch.set_num_threads(CPU_THREADS)
-    cfg = load_config(args.params, args.profile)
+    cfg = load_config(args.params, args.profile, args.overrides)
     timers = {name: VariantTimer(cfg, name) for name in cfg.variants}
     rounds: dict[str, list[float]] = {name: [] for name in timers}
     with numpy_blas_single_threaded():  # as run_training does
@@ -99,7 +105,8 @@ def main() -> None:
     for values in results.values():
         for key, ratio in (("it_per_s", "ratio_to_M2"), ("student_clips_per_s", "clips_ratio_to_M2")):
             values[ratio] = round(values[key] / reference[key], 3) if reference else None
-    report = {"profile": args.profile, "threads": CPU_THREADS, "steps": args.steps, "rounds": args.rounds,
+    report = {"profile": args.profile, "overrides": args.overrides, "teacher_reuse": cfg.train.teacher_reuse,
+              "threads": CPU_THREADS, "steps": args.steps, "rounds": args.rounds,
               "machine": platform.machine(),
               "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
               "variants": results}

@@ -297,6 +297,7 @@ class Train:
     poly_power: float = 0.9
     grad_clip: float = 1.0
     ema: float = 0.99
+    teacher_reuse: int = 1  # steps each teacher pseudo-label serves (mean teacher); 1: labels every step
     mu_max: float = 1.0
     checkpoint_every: int = 200
     log_every: int = 20
@@ -313,6 +314,7 @@ class Train:
                  "must be >= 1 or null")
         _require(self.lr > 0, "train.lr", "must be > 0")
         _require(0.0 <= self.ema < 1.0, "train.ema", "must lie in [0, 1)")
+        _require(self.teacher_reuse >= 1, "train.teacher_reuse", "must be >= 1 (1: the teacher labels every step)")
         _require(self.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 disables clipping)")
 
     @property

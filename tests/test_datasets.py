@@ -62,6 +62,15 @@ def test_same_seed_same_samples_and_resume_offsets(raw: tuple[Path, pd.DataFrame
     assert not all(torch.equal(a, b) for a, b in zip(full, other, strict=True))
 
 
+def test_every_kth_iteration_gets_the_batch_it_would_get_alone() -> None:
+    every_step = list(IterationBatchSampler(100, 2, seed=0, start=3, stop=9))
+    every_second = list(IterationBatchSampler(100, 2, seed=0, start=3, stop=9, every=2))
+    assert every_second == [every_step[i - 3] for i in (4, 6, 8)]
+    assert len(IterationBatchSampler(100, 2, seed=0, start=4, stop=9, every=2)) == 3
+    with pytest.raises(ValueError, match="every"):
+        IterationBatchSampler(100, 2, seed=0, start=0, stop=9, every=0)
+
+
 def test_ranks_split_one_global_batch() -> None:
     single = IterationBatchSampler(100, 4, seed=0, start=0, stop=3)
     ranks = [IterationBatchSampler(100, 2, seed=0, start=0, stop=3, rank=r, world=2) for r in range(2)]

@@ -21,8 +21,9 @@ from torch import nn
 
 from semivdn.config import load_config
 from semivdn.train import run_training
+from semivdn.train.distributed import DistContext
 from semivdn.train.ema import TeacherAverager, poly_decay
-from semivdn.train.loop import numpy_blas_single_threaded
+from semivdn.train.loop import Batch, Trainer, numpy_blas_single_threaded
 from semivdn.train.state import STATE_FILE, load_state
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -50,6 +51,30 @@ def test_ema_matches_eq7() -> None:
     assert torch.allclose(teacher.weight, torch.full((2, 2), 0.01 * 0.99 + 0.01))
     with pytest.raises(ValueError, match="parameters"):
         TeacherAverager(teacher, nn.Sequential(student, nn.Linear(2, 2)))
+
+
+def test_teacher_labels_every_kth_step_and_each_label_serves_k_steps(tmp_path: Path) -> None:
+    cfg = load_config(write_params(tmp_path / "params.yaml", train={"teacher_reuse": 2}))
+    trainer = Trainer(cfg, "full", torch.device("cpu"), DistContext())
+    trainer.start_teacher()
+    assert trainer.teacher is not None
+    calls: list[torch.Tensor] = []
+    trainer.teacher.register_forward_hook(lambda _module, inputs, _output: calls.append(inputs[0]))
+    generator = torch.Generator().manual_seed(0)
+    shape = (1, cfg.data.frames_per_clip, 3, cfg.data.crop, cfg.data.crop)
+    snowy, clean = torch.rand(shape, generator=generator), torch.rand(shape, generator=generator)
+    real = [torch.rand(shape, generator=generator) for _ in range(2)]
+    assert [trainer.labels_at(i) for i in range(4)] == [True, False, True, False]
+    with pytest.raises(ValueError, match="labels unlabelled clips at this step"):
+        trainer.step(Batch(snowy, clean, None), 0)
+    with numpy_blas_single_threaded():
+        for iteration, unlabelled in enumerate([real[0], None, real[1], None]):
+            parts = trainer.step(Batch(snowy, clean, unlabelled), iteration)
+            assert "unsup" in parts  # the steps between labels train on the kept pseudo-labels
+    assert len(calls) == 2 and torch.equal(calls[0], real[0]) and torch.equal(calls[1], real[1])
+    assert trainer.pseudo is not None and torch.equal(trainer.pseudo.real, real[1])
+    supervised = Trainer(cfg, "M2", torch.device("cpu"), DistContext())
+    assert not supervised.labels_at(0)  # no teacher, nothing to label
 
 
 def test_numpy_blas_is_single_threaded_during_training_only() -> None:
@@ -86,6 +111,7 @@ def test_m2_then_full_track_to_mlflow(tiny_data: tuple[Path, Path], tmp_path: Pa
     run = client.get_run(full["mlflow_run_id"])
     assert run.data.tags["variant"] == "full" and run.data.tags["init"].endswith("M2/model.safetensors")
     assert full["recipe"]["init"] == run.data.tags["init"] and full["recipe"]["lr"] == cfg.variants["full"].lr
+    assert (recorded["teacher_reuse"], full["recipe"]["teacher_reuse"]) == (0, cfg.train.teacher_reuse)
     assert {"train_loss", "train_unsup", "train_dcr", "val_psnr", "val_ssim"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -101,8 +127,10 @@ def _train_cmd(params: Path, out: Path, raw: Path, curated: Path, *extra: str, v
 
 def test_resume_after_sigkill_is_bitwise_identical(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
     raw, curated = tiny_data
+    # checkpoints at odd steps: the resumed run must carry on with the pseudo-labels of the step before
     params = write_params(tmp_path / "params.yaml",
-                          train={"iters": 16, "checkpoint_every": 4, "val_every": 100, "image_every": 100})
+                          train={"iters": 16, "checkpoint_every": 3, "teacher_reuse": 2, "val_every": 100,
+                                 "image_every": 100})
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}"}
     # full (mean teacher + DCR) from scratch: exercises teacher, bank and RNG state
     (tmp_path / "models" / "M2").mkdir(parents=True)
@@ -117,8 +145,9 @@ def test_resume_after_sigkill_is_bitwise_identical(tiny_data: tuple[Path, Path],
         time.sleep(0.002)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "training finished before it could be killed"
-    at = load_state(killed / STATE_FILE)["iteration"]
-    assert 0 < at < 16
+    saved = load_state(killed / STATE_FILE)
+    at = saved["iteration"]
+    assert 0 < at < 16 and saved["pseudo"]["real"].ndim == 5
     # a kill while the next checkpoint was being written leaves a torn temporary file
     (killed / (STATE_FILE + ".tmp")).write_bytes((killed / STATE_FILE).read_bytes()[:1000])
     subprocess.run(_train_cmd(params, killed, raw, curated, "--init", "none", "--resume"), env=env, check=True,

@@ -151,16 +151,24 @@ class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
     """Batches as a pure function of ``(seed, iteration)``, from ``start`` to ``stop``.
 
     Rank ``r`` of ``world`` takes the r-th slice of a global batch of
-    ``batch_size * world`` samples.
+    ``batch_size * world`` samples. With ``every`` = k only the iterations that are
+    multiples of k get a batch (the mean teacher's unlabelled clips when each
+    pseudo-label serves k steps, ``train.teacher_reuse``).
     """
 
     def __init__(self, size: int, batch_size: int, seed: int, start: int, stop: int,
-                 rank: int = 0, world: int = 1) -> None:
+                 rank: int = 0, world: int = 1, every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"IterationBatchSampler: every must be >= 1, got {every}")
         self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+        self.start, self.stop, self.rank, self.world, self.every = start, stop, rank, world, every
+
+    def iterations(self) -> range:
+        """The iterations that get a batch, in order."""
+        return range(-(-self.start // self.every) * self.every, self.stop, self.every)
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+        return len(self.iterations())
 
     def global_batch(self, iteration: int) -> list[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, iteration])
@@ -171,13 +179,13 @@ class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         lo = self.rank * self.batch_size
-        for iteration in range(self.start, self.stop):
+        for iteration in self.iterations():
             yield self.global_batch(iteration)[lo:lo + self.batch_size]
 
 
 def window_loader(dataset: WindowDataset, batch_size: int, seed: int, start: int, stop: int,
-                  workers: int = 0, rank: int = 0, world: int = 1) -> DataLoader:
-    """A DataLoader yielding one batch per iteration in ``[start, stop)``."""
-    sampler = IterationBatchSampler(len(dataset), batch_size, seed, start, stop, rank, world)
+                  workers: int = 0, rank: int = 0, world: int = 1, every: int = 1) -> DataLoader:
+    """A DataLoader yielding one batch per iteration in ``[start, stop)`` that is a multiple of ``every``."""
+    sampler = IterationBatchSampler(len(dataset), batch_size, seed, start, stop, rank, world, every)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=False,
                       pin_memory=torch.cuda.is_available())

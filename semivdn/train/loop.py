@@ -91,9 +91,24 @@ class TrainState:
 
 @dataclass
 class Batch:
+    """One step's clips; ``real`` (unlabelled) only where the teacher labels (:meth:`Trainer.labels_at`)."""
+
     labelled_snowy: torch.Tensor
     clean: torch.Tensor
     real: torch.Tensor | None
+
+
+@dataclass
+class PseudoLabels:
+    """The teacher's output on one batch of unlabelled clips, kept for the ``train.teacher_reuse`` steps it serves."""
+
+    real: torch.Tensor  # the plain clips (B, N_f, 3, H, W)
+    frames: torch.Tensor  # the teacher's restoration of them
+    background: torch.Tensor  # U_B^T (Eq. 12)
+    snow: torch.Tensor  # U_Snow^T (Eq. 12)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
 class Trainer:
@@ -110,6 +125,7 @@ class Trainer:
         self.student = create_model(self.model_cfg, cfg.weights.cache_dir).to(device)
         self.teacher: nn.Module | None = None
         self.averager: TeacherAverager | None = None
+        self.pseudo: PseudoLabels | None = None
         self.student_params = list(self.student.parameters())  # collected once: gradient clipping walks them each step
         backbone = load_perceptual_backbone(cfg)  # one VGG16 shared by Eq. 8 and Eq. 9
         self.sup_loss = SupervisedLoss(cfg, backbone).to(device)
@@ -147,6 +163,15 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def labels_at(self, iteration: int) -> bool:
+        """Whether the teacher labels a new unlabelled batch at this step (the batch must then carry ``real``).
+
+        Each pseudo-label serves ``train.teacher_reuse`` steps, each under its own strong augmentation:
+        the teacher's forward pass, most of what a mean-teacher step costs beyond a supervised one,
+        then runs at every k-th step only.
+        """
+        return self.teacher is not None and iteration % self.cfg.train.teacher_reuse == 0
+
     def step(self, batch: Batch, iteration: int) -> dict[str, float]:
         """One optimisation step, Eq. 10; returns the logged loss parts.
 
@@ -157,9 +182,17 @@ class Trainer:
         self.student.train()
         labelled = batch.labelled_snowy.shape[0]
         inputs, real_aug, tone = batch.labelled_snowy, None, None
-        if self.teacher is not None and batch.real is not None:
+        if self.teacher is not None:
+            if self.labels_at(iteration):
+                if batch.real is None:
+                    raise ValueError(f"step {iteration}: the teacher labels unlabelled clips at this step, "
+                                     "but the batch has none")
+                self.pseudo = self._label(batch.real)
+            if self.pseudo is None:
+                raise ValueError(f"step {iteration}: no pseudo-labels yet; the teacher labels at multiples of "
+                                 f"train.teacher_reuse = {self.cfg.train.teacher_reuse}")
             generator = torch.Generator().manual_seed(_derived_seed(self.cfg.seed, iteration, 7))
-            real_aug, tone = strong_augment(batch.real, generator)
+            real_aug, tone = strong_augment(self.pseudo.real, generator)
             inputs = torch.cat([inputs, real_aug])
         with self.autocast():
             out = self.wrapped(inputs)
@@ -167,8 +200,8 @@ class Trainer:
             loss, sup_parts = self.sup_loss(pred, batch.clean.flatten(0, 1))
             parts = {"sup": float(loss.detach()), **_prefixed("sup", sup_parts)}
             if real_aug is not None:
-                assert batch.real is not None and tone is not None
-                unsup, unsup_parts = self._unsupervised(out, labelled, batch.real, real_aug, tone)
+                assert self.pseudo is not None and tone is not None
+                unsup, unsup_parts = self._unsupervised(out, labelled, self.pseudo, real_aug, tone)
                 mu = ramp_up(iteration, self.cfg.train.iters, self.cfg.train.mu_max)
                 loss = loss + mu * unsup
                 parts.update(unsup_parts, unsup=float(unsup.detach()), mu=mu)
@@ -184,17 +217,24 @@ class Trainer:
         parts["lr"] = self.optimizer.param_groups[0]["lr"]
         return parts
 
-    def _unsupervised(self, out: Any, labelled: int, real: torch.Tensor, real_aug: torch.Tensor,
+    @torch.inference_mode()
+    def _label(self, real: torch.Tensor) -> PseudoLabels:
+        """The teacher's output on the plain unlabelled clips (Eq. 9's target, Eq. 12's U^T features)."""
+        assert self.teacher is not None
+        with self.autocast():
+            out = self.teacher(real)
+        return PseudoLabels(real, out.frames.float(), out.background, out.snow)
+
+    def _unsupervised(self, out: Any, labelled: int, pseudo: PseudoLabels, real_aug: torch.Tensor,
                       tone: ToneJitter) -> tuple[torch.Tensor, dict[str, float]]:
         """Eq. 9 on unlabelled clips, plus Eq. 12 for the full model.
 
         The student sees the strong augmentation; its target is the teacher's output on the plain clip
         under the augmentation's tone map (see :mod:`semivdn.train.augment`).
         """
-        assert self.teacher is not None and self.unsup_loss is not None
+        assert self.unsup_loss is not None
         with torch.inference_mode():
-            teacher_out = self.teacher(real)
-            target = tone(teacher_out.frames.float()).clamp(0.0, 1.0)
+            target = tone(pseudo.frames).clamp(0.0, 1.0)
         unsup, unsup_parts = self.unsup_loss(out.frames[labelled:].flatten(0, 1).float(),
                                              target.flatten(0, 1), real_aug.flatten(0, 1))
         parts = _prefixed("unsup", unsup_parts)
@@ -202,7 +242,7 @@ class Trainer:
             split = labelled * self.cfg.data.frames_per_clip
             # Eq. 12 on (G_B^S, G_Snow^S, U_B^S, U_Snow^S, U_B^T, U_Snow^T); already weighted
             dcr, dcr_parts = self.dcr(out.background[:split], out.snow[:split], out.background[split:],
-                                      out.snow[split:], teacher_out.background, teacher_out.snow)
+                                      out.snow[split:], pseudo.background, pseudo.snow)
             unsup = unsup + dcr
             parts.update(dcr_parts)
         return unsup, parts
@@ -224,6 +264,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "dcr": self.dcr.state_dict() if self.dcr is not None else {},
+            "pseudo": self.pseudo.state() if self.pseudo is not None else {},
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> TrainState:
@@ -234,6 +275,8 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         if self.dcr is not None:
             self.dcr.load_state_dict(saved["dcr"])
+        pseudo = saved.get("pseudo")  # absent in checkpoints from before train.teacher_reuse
+        self.pseudo = PseudoLabels(**{k: v.to(self.device) for k, v in pseudo.items()}) if pseudo else None
         torch.set_rng_state(saved["torch_rng"])
         return TrainState(iteration=int(saved["iteration"]), run_id=saved["run_id"] or None)
 
@@ -324,7 +367,7 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
         real = WindowDataset(clip_refs(manifest, raw_root, "real", "train"), n_frames, cfg.data.crop,
                              cfg.data.flip, paired=False)
         real_iter = iter(window_loader(real, cfg.train.unlabelled_batch_size, cfg.seed + 1, start, stop,
-                                       cfg.data.workers, dist_ctx.rank, dist_ctx.world))
+                                       cfg.data.workers, dist_ctx.rank, dist_ctx.world, cfg.train.teacher_reuse))
     val_clips = [(c.snowy, c.clean) for c in clip_refs(manifest, raw_root, "paired", "val") if c.clean]
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -363,6 +406,7 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
                            recipe={"init": init_ref, "lr": spec.lr or cfg.train.lr, "crop": cfg.data.crop,
                                    "batch_size": cfg.train.batch_size, "device": describe_device(device),
                                    "real_batch_size": cfg.train.unlabelled_batch_size if spec.mean_teacher else 0,
+                                   "teacher_reuse": cfg.train.teacher_reuse if spec.mean_teacher else 0,
                                    "identity_fraction": cfg.data.identity_fraction,
                                    "data_hash": manifest_hash, "git_commit": commit})
             if metrics_path:
@@ -408,7 +452,8 @@ def _loop(cfg: Config, trainer: Trainer, state: TrainState, paired_iter: Iterato
                     disable=not main, dynamic_ncols=True)
     for iteration in progress:
         paired_batch = next(paired_iter)
-        real_batch = next(real_iter)["snowy"].to(device) if real_iter is not None else None
+        real_batch = next(real_iter)["snowy"].to(device) if real_iter is not None and trainer.labels_at(iteration) \
+            else None
         batch = Batch(paired_batch["snowy"].to(device), paired_batch["clean"].to(device), real_batch)
         parts = trainer.step(batch, iteration)
         done = iteration + 1
