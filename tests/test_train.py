@@ -208,11 +208,12 @@ def _kill_tree(pid: int) -> None:
 
 @pytest.mark.slow
 def test_ddp_resume_after_sigkill_equals_uninterrupted_ddp_run(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
-    """Rank 0's checkpoint holds every rank's state (one global DCR bank), so a DDP resume is exact."""
+    """Rank 0's checkpoint holds every rank's state (one global DCR bank, every rank's pseudo-labels), so a DDP
+    resume is exact, even between two labelling steps (checkpoint at step 3, the teacher labels at 0, 2, 4)."""
     raw, curated = tiny_data
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}", "OMP_NUM_THREADS": "1"}
-    params = write_params(tmp_path / "params.yaml", train={"iters": 5, "batch_size": 1, "checkpoint_every": 2,
-                                                           "val_every": 100, "image_every": 100})
+    params = write_params(tmp_path / "params.yaml", train={"iters": 5, "batch_size": 1, "checkpoint_every": 3,
+                                                           "teacher_reuse": 2, "val_every": 100, "image_every": 100})
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(_ddp_cmd(params, straight, raw, curated, "full"), env=env, check=True, cwd=tmp_path,
                    capture_output=True)
@@ -223,7 +224,9 @@ def test_ddp_resume_after_sigkill_equals_uninterrupted_ddp_run(tiny_data: tuple[
         time.sleep(0.002)
     _kill_tree(process.pid)  # the launcher and both ranks
     process.wait()
-    assert 0 < load_state(killed / STATE_FILE)["iteration"] < 5, "training finished before it could be killed"
+    saved = load_state(killed / STATE_FILE)
+    assert saved["iteration"] == 3, "training finished before it could be killed"
+    assert saved["pseudo"]["real"].shape[0] == 2  # both ranks' unlabelled clip
     subprocess.run(_ddp_cmd(params, killed, raw, curated, "full", "--resume"), env=env, check=True, cwd=tmp_path,
                    capture_output=True)
     a, b = load_file(straight / "model.safetensors"), load_file(killed / "model.safetensors")

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from sklearn.mixture import GaussianMixture
 from torch import Tensor, nn
 
 from semivdn.config import Config
+from semivdn.ranks import gather_across_ranks
 
 GMM_REG_COVAR = 1e-4  # added to every variance: a flat (e.g. all-zero) snow channel would be singular
 GMM_MAX_ITER = 100
@@ -387,10 +387,10 @@ class DCR(nn.Module):
 
     def _refresh(self, g_snow_s: Tensor, u_snow_s: Tensor) -> None:
         """Bank entry, Eq. 11's real GMM (warm-started from the last one) and the closest candidate."""
-        synthetic = _gather(g_snow_s.detach())
+        synthetic = gather_across_ranks(g_snow_s.detach())
         pick = int(torch.randint(synthetic.shape[0], (1,), generator=self.generator))
         self.bank.add(synthetic[pick])
-        real_samples = _gather(torch.from_numpy(self.descriptor(u_snow_s)).to(u_snow_s.device))
+        real_samples = gather_across_ranks(torch.from_numpy(self.descriptor(u_snow_s)).to(u_snow_s.device))
         # every k-th sample, k fixed by the batch: a K = 3, d = 16 diagonal GMM is well determined by ~1000
         # samples, and a batch of 4 clips gives 3072 (EM costs O(samples): the fit was half of DCR's time)
         real_samples = real_samples[::max(1, math.ceil(len(real_samples) / REAL_GMM_SAMPLES))]
@@ -408,12 +408,3 @@ class DCR(nn.Module):
         self.generator.set_state(state["generator"])
         self.steps = state["steps"]
         self.ultra = (state["ultra"][0], float(state["ultra"][1])) if state["ultra"] else None
-
-
-def _gather(tensor: Tensor) -> Tensor:
-    """Concatenate ``tensor`` (same shape on every rank) over all DDP ranks in rank order; as is alone."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)

@@ -38,6 +38,7 @@ from semivdn.inference import desnow_clip
 from semivdn.losses import DCR, SupervisedLoss, UnsupervisedLoss, load_perceptual_backbone, ramp_up
 from semivdn.models import create_model
 from semivdn.models.checkpoint import save_checkpoint
+from semivdn.ranks import gather_across_ranks
 from semivdn.registry import load_model_ref, log_model
 from semivdn.tracking import configure_mlflow, git_commit
 from semivdn.train.augment import ToneJitter, strong_augment
@@ -100,15 +101,27 @@ class Batch:
 
 @dataclass
 class PseudoLabels:
-    """The teacher's output on one batch of unlabelled clips, kept for the ``train.teacher_reuse`` steps it serves."""
+    """The teacher's output on one batch of unlabelled clips, kept for the ``train.teacher_reuse`` steps it serves.
+
+    Under DDP it holds every rank's batch in rank order (:meth:`across_ranks`), as DCR's bank is global, so
+    rank 0's checkpoint resumes every rank; each rank trains on its own share (:meth:`rank_share`).
+    """
 
     real: torch.Tensor  # the plain clips (B, N_f, 3, H, W)
     frames: torch.Tensor  # the teacher's restoration of them
-    background: torch.Tensor  # U_B^T (Eq. 12)
+    background: torch.Tensor  # U_B^T (Eq. 12), (B·N_f, C, h, w)
     snow: torch.Tensor  # U_Snow^T (Eq. 12)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    def across_ranks(self) -> PseudoLabels:
+        """Every rank's pseudo-labels, concatenated in rank order (a collective: all ranks call it); alone, itself."""
+        return PseudoLabels(**{name: gather_across_ranks(tensor) for name, tensor in self.state().items()})
+
+    def rank_share(self, rank: int, world: int) -> PseudoLabels:
+        """The part of :meth:`across_ranks`' result that ``rank`` of ``world`` labelled."""
+        return PseudoLabels(**{name: tensor.chunk(world)[rank] for name, tensor in self.state().items()})
 
 
 class Trainer:
@@ -187,12 +200,13 @@ class Trainer:
                 if batch.real is None:
                     raise ValueError(f"step {iteration}: the teacher labels unlabelled clips at this step, "
                                      "but the batch has none")
-                self.pseudo = self._label(batch.real)
+                self.pseudo = self._label(batch.real).across_ranks()
             if self.pseudo is None:
                 raise ValueError(f"step {iteration}: no pseudo-labels yet; the teacher labels at multiples of "
                                  f"train.teacher_reuse = {self.cfg.train.teacher_reuse}")
+            pseudo = self.pseudo.rank_share(self.dist.rank, self.dist.world)
             generator = torch.Generator().manual_seed(_derived_seed(self.cfg.seed, iteration, 7))
-            real_aug, tone = strong_augment(self.pseudo.real, generator)
+            real_aug, tone = strong_augment(pseudo.real, generator)
             inputs = torch.cat([inputs, real_aug])
         with self.autocast():
             out = self.wrapped(inputs)
@@ -200,8 +214,8 @@ class Trainer:
             loss, sup_parts = self.sup_loss(pred, batch.clean.flatten(0, 1))
             parts = {"sup": float(loss.detach()), **_prefixed("sup", sup_parts)}
             if real_aug is not None:
-                assert self.pseudo is not None and tone is not None
-                unsup, unsup_parts = self._unsupervised(out, labelled, self.pseudo, real_aug, tone)
+                assert tone is not None
+                unsup, unsup_parts = self._unsupervised(out, labelled, pseudo, real_aug, tone)
                 mu = ramp_up(iteration, self.cfg.train.iters, self.cfg.train.mu_max)
                 loss = loss + mu * unsup
                 parts.update(unsup_parts, unsup=float(unsup.detach()), mu=mu)
