@@ -276,6 +276,7 @@ class Loss:
     dcr_bank: int = 16
     dcr_refresh: int = 1  # steps between DCR's distribution updates (Eq. 11 fit, bank entry, ultra-positive)
     vgg_weights: str = "none"
+    snow_stream: float = 0.0  # not in the paper: Charbonnier of the snow stream alone against the truth (README)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

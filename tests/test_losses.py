@@ -426,6 +426,27 @@ def test_supervised_loss_total_and_gradient(vgg_file: Path) -> None:
         loss(prediction, torch.rand(1, 3, 3, 8, 8))
 
 
+def test_snow_stream_term_adds_its_weighted_charbonnier_and_needs_the_snow_only_frames() -> None:
+    generator = torch.Generator().manual_seed(0)
+    prediction, target, snow_only = (torch.rand(1, 3, 3, 16, 16, generator=generator) for _ in range(3))
+    plain = SupervisedLoss(make_cfg())
+    assert not plain.wants_snow_only
+    base, base_parts = plain(prediction, target, snow_only)  # ignored at weight 0
+    assert "snow_stream" not in base_parts
+    weighted = SupervisedLoss(make_cfg(snow_stream=0.5))
+    assert weighted.wants_snow_only
+    total, parts = weighted(prediction, target, snow_only)
+    expected = CharbonnierLoss(1e-3)(snow_only.flatten(0, 1), target.flatten(0, 1))
+    assert parts["snow_stream"] == pytest.approx(float(expected), rel=1e-6)
+    assert float(total) == pytest.approx(float(base) + 0.5 * float(expected), rel=1e-6)
+    with pytest.raises(ValueError, match="snow_only=True"):
+        weighted(prediction, target)
+    with pytest.raises(ValueError, match="share one shape"):
+        weighted(prediction, target, snow_only[..., :8, :8])
+    with pytest.raises(ConfigError, match=r"loss\.snow_stream"):
+        make_cfg(snow_stream=-1.0)
+
+
 def test_unsupervised_loss_total_and_gradient(vgg_file: Path) -> None:
     cfg = make_cfg(vgg_weights=str(vgg_file))
     backbone = load_perceptual_backbone(cfg)

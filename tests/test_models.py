@@ -74,6 +74,26 @@ def test_restore_of_one_frame_matches_the_full_restore(model: VDN, odd_clip: tor
     torch.testing.assert_close(centre.snow, full.snow.reshape(2, 3, *full.snow.shape[1:])[:, 1])
 
 
+def test_snow_only_frames_are_the_output_when_the_haze_terms_are_neutral(odd_clip: torch.Tensor) -> None:
+    """VDNOutput.snow_only is Eq. 6 with F_T' = 1 and F_A' = 0; asking for it leaves ``frames`` alone."""
+    torch.manual_seed(0)
+    model = create_model(TINY).eval()
+    with torch.no_grad():
+        plain = model(odd_clip)
+        both = model(odd_clip, snow_only=True)
+        assert plain.snow_only is None and both.snow_only is not None
+        torch.testing.assert_close(both.frames, plain.frames, rtol=0, atol=0)
+        assert both.snow_only.shape == plain.frames.shape
+        assert (both.snow_only - both.frames).abs().max() > 1e-4  # haze terms active: the two differ
+        for decoder, bias in ((model.transmission_decoder, 60.0), (model.airlight_decoder, -60.0)):
+            decoder.conv3.weight.zero_()
+            decoder.conv3.bias.fill_(bias)  # sigmoid saturates: F_T' = 1, F_A' ≈ 0
+        neutral = model(odd_clip, snow_only=True)
+    assert torch.all(neutral.transmission == 1.0)
+    assert neutral.snow_only is not None
+    torch.testing.assert_close(neutral.snow_only, neutral.frames, rtol=1e-5, atol=1e-6)
+
+
 def test_gradients_reach_every_expert_the_router_and_all_component_decoders(odd_clip: torch.Tensor) -> None:
     torch.manual_seed(0)
     net = create_model(TINY)

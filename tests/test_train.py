@@ -77,6 +77,22 @@ def test_teacher_labels_every_kth_step_and_each_label_serves_k_steps(tmp_path: P
     assert not supervised.labels_at(0)  # no teacher, nothing to label
 
 
+def test_snow_stream_loss_is_part_of_the_supervised_step(tmp_path: Path) -> None:
+    """loss.snow_stream > 0: the step asks the network for the snow-only frames and logs the term."""
+    cfg = load_config(write_params(tmp_path / "params.yaml", loss={"snow_stream": 1.0}))
+    trainer = Trainer(cfg, "M2", torch.device("cpu"), DistContext())
+    generator = torch.Generator().manual_seed(0)
+    shape = (2, cfg.data.frames_per_clip, 3, cfg.data.crop, cfg.data.crop)
+    snowy, clean = torch.rand(shape, generator=generator), torch.rand(shape, generator=generator)
+    with numpy_blas_single_threaded():
+        parts = trainer.step(Batch(snowy, clean, None), 0)
+    expected = parts["sup_pixel"] + 10.0 * parts["sup_frequency"] + parts["sup_snow_stream"]  # smoke: no VGG
+    assert parts["sup_snow_stream"] > 0 and parts["sup"] == pytest.approx(expected, rel=1e-5)
+    plain = Trainer(load_config(write_params(tmp_path / "plain.yaml")), "M2", torch.device("cpu"), DistContext())
+    with numpy_blas_single_threaded():
+        assert "sup_snow_stream" not in plain.step(Batch(snowy, clean, None), 0)
+
+
 def test_numpy_blas_is_single_threaded_during_training_only() -> None:
     def blas_threads() -> set[int]:
         return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}

@@ -59,9 +59,14 @@ def _check_same_shape(**tensors: Tensor) -> None:
 class SupervisedLoss(nn.Module):
     """Eq. 8: L_sup = Charbonnier + λ1·perceptual + λ2·focal frequency, on labelled synthetic clips.
 
+    Not in the paper, ``loss.snow_stream`` > 0 adds its weight times the Charbonnier loss of the
+    frames restored by the snow stream alone (Eq. 6 with F_T' = 1, F_A' = 0, ``VDNOutput.snow_only``):
+    without it the network can remove flakes through the haze terms only, whose airlight is one
+    value per frame, so it desnows only frames it reads as hazy (README, the release model).
+
     Args:
         cfg: ``loss.charbonnier_eps``, ``loss.perceptual`` (λ1), ``loss.frequency`` (λ2),
-            ``loss.vgg_weights`` and ``weights``.
+            ``loss.snow_stream``, ``loss.vgg_weights`` and ``weights``.
         backbone: VGG features to share with :class:`UnsupervisedLoss`; loaded from ``cfg`` if None.
     """
 
@@ -72,15 +77,28 @@ class SupervisedLoss(nn.Module):
         self.frequency = FocalFrequencyLoss()
         self.perceptual = PerceptualLoss(backbone.features) if backbone.features is not None else None
         self.unavailable: dict[str, str] = {} if backbone.reason is None else {"perceptual": backbone.reason}
-        self.weights = {"pixel": 1.0, "perceptual": cfg.loss.perceptual, "frequency": cfg.loss.frequency}
+        self.weights = {"pixel": 1.0, "perceptual": cfg.loss.perceptual, "frequency": cfg.loss.frequency,
+                        "snow_stream": cfg.loss.snow_stream}
 
-    def forward(self, prediction: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
+    @property
+    def wants_snow_only(self) -> bool:
+        """Whether :meth:`forward` needs the snow stream's own restoration."""
+        return self.weights["snow_stream"] > 0
+
+    def forward(self, prediction: Tensor, target: Tensor,
+                snow_only: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """Return the total and the unweighted value of each available term (plus ``total``)."""
         _check_same_shape(prediction=prediction, target=target)
         prediction, target = _as_images(prediction, "prediction"), _as_images(target, "target")
         terms = {"pixel": self.pixel(prediction, target), "frequency": self.frequency(prediction, target)}
         if self.perceptual is not None:
             terms["perceptual"] = self.perceptual(prediction, target)
+        if self.wants_snow_only:
+            if snow_only is None:
+                raise ValueError("loss.snow_stream > 0 needs the snow stream's frames (VDN(..., snow_only=True))")
+            snow_frames = _as_images(snow_only, "snow_only")
+            _check_same_shape(snow_only=snow_frames, target=target)
+            terms["snow_stream"] = self.pixel(snow_frames, target)
         return _weighted_sum(terms, self.weights)
 
 

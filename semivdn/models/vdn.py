@@ -51,6 +51,7 @@ class VDNOutput:
     airlight: torch.Tensor  # F_A', 1 channel, one value per frame
     router_q: torch.Tensor | None  # (B, N_f·m, n), sums to 1 over tokens (Eq. 2)
     router_d: torch.Tensor | None  # (B, N_f·m, n), sums to 1 over experts (Eq. 5)
+    snow_only: torch.Tensor | None = None  # like ``frames``, I + RGB(F_I' − F_S'): Eq. 6 with F_T' = 1, F_A' = 0
 
 
 def _frame_maps(tokens: torch.Tensor, grid: Grid, frame_index: int | None) -> torch.Tensor:
@@ -114,12 +115,14 @@ class VDN(nn.Module):
             raise ValueError(f"encode expects frames of shape (N, 3, H, W), got {tuple(frames.shape)}")
         return self.encoder(self._pad(frames))
 
-    def restore(self, features: torch.Tensor, clip: torch.Tensor, frame_index: int | None = None) -> VDNOutput:
+    def restore(self, features: torch.Tensor, clip: torch.Tensor, frame_index: int | None = None,
+                snow_only: bool = False) -> VDNOutput:
         """Restore a clip (B, N_f, 3, H, W) from its encoded features (B, N_f, dim, h, w).
 
         ``frame_index`` decodes only that frame of each clip (streaming needs the centre
         frame only; the transformer still sees every frame's features). Only the decoded
-        frames of ``clip`` are read (for the residual and the output size).
+        frames of ``clip`` are read (for the residual and the output size). ``snow_only``
+        also decodes the frames with the haze terms of Eq. 6 neutral, for ``loss.snow_stream``.
         """
         if clip.ndim != 5 or clip.shape[2] != 3:
             raise ValueError(f"restore expects a clip of shape (B, N_f, 3, H, W), got {tuple(clip.shape)}")
@@ -150,14 +153,18 @@ class VDN(nn.Module):
         encoded_input = self.input_projection(features[:, chosen].flatten(0, 1))
         background = prior_guided_recovery(encoded_input, snow, transmission, airlight, self.beta)
         restored = (images + self.rgb_decoder(background))[..., :height, :width]
+        desnowed_only = None
+        if snow_only:
+            desnowed_only = (images + self.rgb_decoder(encoded_input - snow))[..., :height, :width]
+            desnowed_only = desnowed_only.reshape(batch, -1, 3, height, width)
         return VDNOutput(frames=restored.reshape(batch, -1, 3, height, width), background=background, snow=snow,
                          transmission=transmission, airlight=airlight,
                          router_q=None if routing is None else routing.q,
-                         router_d=None if routing is None else routing.d)
+                         router_d=None if routing is None else routing.d, snow_only=desnowed_only)
 
-    def forward(self, clip: torch.Tensor) -> VDNOutput:
-        """Restore every frame of a clip (B, N_f, 3, H, W) in [0, 1]."""
+    def forward(self, clip: torch.Tensor, snow_only: bool = False) -> VDNOutput:
+        """Restore every frame of a clip (B, N_f, 3, H, W) in [0, 1] (``snow_only``: see :meth:`restore`)."""
         if clip.ndim != 5:
             raise ValueError(f"VDN expects a clip of shape (B, N_f, 3, H, W), got {tuple(clip.shape)}")
         features = self.encode(clip.flatten(0, 1))
-        return self.restore(features.reshape(*clip.shape[:2], *features.shape[1:]), clip)
+        return self.restore(features.reshape(*clip.shape[:2], *features.shape[1:]), clip, snow_only=snow_only)

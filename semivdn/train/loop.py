@@ -209,9 +209,10 @@ class Trainer:
             real_aug, tone = strong_augment(pseudo.real, generator)
             inputs = torch.cat([inputs, real_aug])
         with self.autocast():
-            out = self.wrapped(inputs)
+            out = self.wrapped(inputs, snow_only=self.sup_loss.wants_snow_only)
             pred = out.frames[:labelled].flatten(0, 1).float()
-            loss, sup_parts = self.sup_loss(pred, batch.clean.flatten(0, 1))
+            snow_only = None if out.snow_only is None else out.snow_only[:labelled].flatten(0, 1).float()
+            loss, sup_parts = self.sup_loss(pred, batch.clean.flatten(0, 1), snow_only)
             parts = {"sup": float(loss.detach()), **_prefixed("sup", sup_parts)}
             if real_aug is not None:
                 assert tone is not None
