@@ -148,8 +148,9 @@ def _recipe(stage: dict[str, Any]) -> str:
     batch = f"batches of {recipe['batch_size']}, " if recipe.get("batch_size") else ""
     device = f", on {recipe['device']}" if recipe.get("device") else ""
     identity = float(recipe.get("identity_fraction") or 0)
+    snow_stream = f", snow-stream loss weight {recipe['snow_stream']}" if recipe.get("snow_stream") else ""
     return (f"; from `{recipe.get('init') or 'scratch'}`, lr {recipe.get('lr')}, {batch}{recipe.get('crop')}-pixel "
-            f"crops, {identity:.0%} identity pairs, data `{recipe.get('data_hash')}`, "
+            f"crops, {identity:.0%} identity pairs{snow_stream}, data `{recipe.get('data_hash')}`, "
             f"code `{str(recipe.get('git_commit'))[:12]}`{device}")
 
 

@@ -39,7 +39,8 @@ def shipped(tmp_path: Path) -> tuple[Path, Path]:
     train.write_text(json.dumps({"variant": "full", "iterations": 10, "seconds": 120.0, "it_per_s": 0.083,
                                  "recipe": {"init": "models/M2/model.safetensors", "lr": 1e-4, "crop": 96,
                                             "batch_size": 16, "device": "cuda (NVIDIA H100 80GB HBM3)",
-                                            "identity_fraction": 0.4, "data_hash": "d0d0", "git_commit": "abc123"}}))
+                                            "identity_fraction": 0.4, "snow_stream": 1.0, "data_hash": "d0d0",
+                                            "git_commit": "abc123"}}))
     scores = {"release": {"real_psnr": {"mean": 24.5, "low": 23.9, "high": 25.1, "n": 12}, "real_lpips": None},
               "input": {"real_psnr": {"mean": 18.0, "low": 17.5, "high": 18.6, "n": 12},
                         "real_lpips": {"mean": 0.3, "low": 0.25, "high": 0.35, "n": 12}}}
@@ -66,8 +67,8 @@ def test_build_release_ships_a_hash_checked_checkpoint_and_a_card(shipped: tuple
     assert "- real psnr over input: +6.50 dB [+6.50, +6.50] (95%, paired over 3 clips)" in text  # the bars
     assert "- Stage 1: `M2`, 20 iterations, 1.0 min at 0.333 it/s\n" in text  # an old record: no recipe to tell
     assert ("- Stage 2: `full`, 10 iterations, 2.0 min at 0.083 it/s; from `models/M2/model.safetensors`, lr 0.0001, "
-            "batches of 16, 96-pixel crops, 40% identity pairs, data `d0d0`, code `abc123`, on cuda (NVIDIA H100 80GB "
-            "HBM3)\n") in text
+            "batches of 16, 96-pixel crops, 40% identity pairs, snow-stream loss weight 1.0, data `d0d0`, "
+            "code `abc123`, on cuda (NVIDIA H100 80GB HBM3)\n") in text
     assert "| release | n/a | 24.500" in text  # columns real_lpips, real_psnr: an unavailable metric says so
     harm = manifest["do_no_harm"]  # measured on the shipped weights, clip by clip, against the bar
     assert harm["clips"] == len(harm["per_clip"]) >= 10

@@ -121,6 +121,7 @@ def test_m2_then_full_track_to_mlflow(tiny_data: tuple[Path, Path], tmp_path: Pa
     recorded = json.loads((tmp_path / "m2.json").read_text())["recipe"]  # what a release card reports per stage
     assert recorded["init"] is None and recorded["lr"] == cfg.train.lr and recorded["crop"] == cfg.data.crop
     assert recorded["batch_size"] == cfg.train.batch_size and recorded["device"].startswith("cpu (")
+    assert recorded["snow_stream"] == cfg.loss.snow_stream
     full = run_training(cfg, "full", raw, curated, tmp_path / "models" / "full",
                         init=str(tmp_path / "models" / "M2" / "model.safetensors"))
     client = mlflow.MlflowClient()

@@ -423,6 +423,7 @@ def _run(cfg: Config, variant: str, raw_root: Path, curated: Path, out_dir: Path
                                    "real_batch_size": cfg.train.unlabelled_batch_size if spec.mean_teacher else 0,
                                    "teacher_reuse": cfg.train.teacher_reuse if spec.mean_teacher else 0,
                                    "identity_fraction": cfg.data.identity_fraction,
+                                   "snow_stream": cfg.loss.snow_stream,
                                    "data_hash": manifest_hash, "git_commit": commit})
             if metrics_path:
                 Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
