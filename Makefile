@@ -31,24 +31,47 @@ promote: $(STAMP)
 	$(BIN)/semivdn register --model models/full/model.safetensors --variant full --eval reports/eval/full
 	$(BIN)/semivdn promote > metrics/promotion.json
 
-# Retrain and ship the release model (semivdn/assets, MODEL_CARD.md): opt-in, about 3.5 h on 2 CPU cores.
+# Retrain and ship the release model (semivdn/assets, MODEL_CARD.md): opt-in, about 6 h on 2 CPU cores.
 # The demo's commands with the `release` profile, on folders of their own. Not a DVC pipeline: a dvc.yaml is
 # picked up by every `dvc repro` and `dvc exp run`, and the release must never run by accident.
-# Nine stages, as the shipped model was made: M2 from scratch, then supervised fine-tunings (M2+ft), each a
-# warm restart of the learning rate with the settings the stage used (--set); stages 4 and 6 ran on a GPU
-# (CUDA is used when present; on 2 CPU cores they take ~10 and ~50 min); stages 8 and 9 train on a second data
-# set whose paired train snow is filmed (FILMED: fainter, out of focus, 30 % through a noisy, compressing
-# camera; val and test are the same clips). Every stage's --metrics file carries its recipe into the card.
+# The release model is an output ensemble (`semivdn ensemble`: the mean of the members' outputs) of two
+# networks trained separately by the same eight-stage recipe, the second with the snow-stream loss
+# (loss.snow_stream=1.0) throughout: M2 from scratch, then supervised fine-tunings (M2+ft), each a warm restart
+# of the learning rate with the settings the stage used (--set); stages 4 and 6 run at batches of 32 (CUDA is
+# used when present; on 2 CPU cores they take ~10 and ~60 min); stage 8 trains on a second data set whose paired
+# train snow is filmed (FILMED: fainter, out of focus, 30 % through a noisy, compressing camera; val and test
+# are the same clips). The first network gets a ninth, gentler stage. Every stage's --metrics file carries its
+# recipe into the card.
 REL := --profile release
 RELDATA := --raw data/release/raw --curated data/release/curated
 FILMED := --set 'paired_randomization.opacity_scale=[0.3,1.0]' --set 'paired_randomization.defocus=[0.0,2.5]' \
   --set paired_randomization.camera_fraction=0.3
 FILMEDDATA := --raw data/release/filmed/raw --curated data/release/filmed/curated
+SNOWSTREAM := snowstream/
 RELSTAGES := $(foreach n,1 2 3 4 5 6 7 8 9,metrics/release/train_stage$(n).json)
-RELEASE_MODEL := models/release/stage9/model.safetensors
-# one stage: `$(call REL_STAGE,N,DATA) --variant V --init FROM --set ...`; its metrics JSON records the recipe
-REL_STAGE = $(BIN)/semivdn train $(REL) $(2) --out models/release/stage$(1) \
-  --metrics metrics/release/train_stage$(1).json --curve metrics/release/curve_stage$(1).csv
+SNOWSTREAMSTAGES := $(foreach n,1 2 3 4 5 6 7 8,metrics/release/$(SNOWSTREAM)train_stage$(n).json)
+RELEASE_MODEL := models/release/ensemble/model.safetensors
+# one stage of a network: `$(call REL_STAGE,NETWORK,N,DATA,EXTRA) --variant V ...` (NETWORK: empty for the
+# first, $(SNOWSTREAM) for the second, whose EXTRA is the snow-stream loss); its metrics JSON records the recipe
+REL_STAGE = $(BIN)/semivdn train $(REL) $(3) $(4) --out models/release/$(1)stage$(2) \
+  --metrics metrics/release/$(1)train_stage$(2).json --curve metrics/release/$(1)curve_stage$(2).csv
+# stages 1-8 of one network: `$(call REL_NETWORK,NETWORK,EXTRA)`
+REL_NETWORK = \
+	$(call REL_STAGE,$(1),1,$(RELDATA),$(2)) --variant M2 --init none --set data.identity_fraction=0.25; \
+	$(call REL_STAGE,$(1),2,$(RELDATA),$(2)) --variant M2+ft --init models/release/$(1)stage1/model.safetensors \
+	  --set data.identity_fraction=0.4; \
+	$(call REL_STAGE,$(1),3,$(RELDATA),$(2)) --variant M2+ft --init models/release/$(1)stage2/model.safetensors; \
+	$(call REL_STAGE,$(1),4,$(RELDATA),$(2)) --variant M2+ft --init models/release/$(1)stage3/model.safetensors \
+	  --set train.batch_size=32 --set variants.M2+ft.lr=4.0e-4 --set variants.M2+ft.iters=1500; \
+	$(call REL_STAGE,$(1),5,$(RELDATA),$(2)) --variant M2+ft --init models/release/$(1)stage4/model.safetensors \
+	  --set variants.M2+ft.lr=1.0e-4 --set variants.M2+ft.iters=6000 --set data.identity_fraction=0.8; \
+	$(call REL_STAGE,$(1),6,$(RELDATA),$(2)) --variant M2+ft --init models/release/$(1)stage5/model.safetensors \
+	  --set train.batch_size=32 --set data.crop=128 --set variants.M2+ft.lr=2.0e-4 --set variants.M2+ft.iters=4700 \
+	  --set data.identity_fraction=0.8; \
+	$(call REL_STAGE,$(1),7,$(RELDATA),$(2)) --variant M2+ft --init models/release/$(1)stage6/model.safetensors \
+	  --set variants.M2+ft.lr=1.0e-4 --set variants.M2+ft.iters=6000 --set data.identity_fraction=0.95; \
+	$(call REL_STAGE,$(1),8,$(FILMEDDATA),$(2)) --variant M2+ft --init models/release/$(1)stage7/model.safetensors \
+	  --set variants.M2+ft.lr=1.0e-4 --set variants.M2+ft.iters=2500 --set data.identity_fraction=0.9
 release: $(STAMP)
 	set -e; \
 	$(BIN)/semivdn data make $(REL) --out data/release/raw --truth data/release/real_truth; \
@@ -56,30 +79,19 @@ release: $(STAMP)
 	$(BIN)/semivdn data make $(REL) $(FILMED) --out data/release/filmed/raw --truth data/release/filmed/real_truth; \
 	$(BIN)/semivdn data curate $(REL) $(FILMED) --raw data/release/filmed/raw --footage none \
 	  --out data/release/filmed/curated; \
-	$(call REL_STAGE,1,$(RELDATA)) --variant M2 --init none --set data.identity_fraction=0.25; \
-	$(call REL_STAGE,2,$(RELDATA)) --variant M2+ft --init models/release/stage1/model.safetensors \
-	  --set data.identity_fraction=0.4; \
-	$(call REL_STAGE,3,$(RELDATA)) --variant M2+ft --init models/release/stage2/model.safetensors; \
-	$(call REL_STAGE,4,$(RELDATA)) --variant M2+ft --init models/release/stage3/model.safetensors \
-	  --set train.batch_size=32 --set variants.M2+ft.lr=4.0e-4 --set variants.M2+ft.iters=1500; \
-	$(call REL_STAGE,5,$(RELDATA)) --variant M2+ft --init models/release/stage4/model.safetensors \
-	  --set variants.M2+ft.lr=1.0e-4 --set variants.M2+ft.iters=6000 --set data.identity_fraction=0.8; \
-	$(call REL_STAGE,6,$(RELDATA)) --variant M2+ft --init models/release/stage5/model.safetensors \
-	  --set train.batch_size=32 --set data.crop=128 --set variants.M2+ft.lr=2.0e-4 --set variants.M2+ft.iters=4700 \
-	  --set data.identity_fraction=0.8; \
-	$(call REL_STAGE,7,$(RELDATA)) --variant M2+ft --init models/release/stage6/model.safetensors \
-	  --set variants.M2+ft.lr=1.0e-4 --set variants.M2+ft.iters=6000 --set data.identity_fraction=0.95; \
-	$(call REL_STAGE,8,$(FILMEDDATA)) --variant M2+ft --init models/release/stage7/model.safetensors \
-	  --set variants.M2+ft.lr=1.0e-4 --set variants.M2+ft.iters=2500 --set data.identity_fraction=0.9; \
-	$(call REL_STAGE,9,$(FILMEDDATA)) --variant M2+ft --init models/release/stage8/model.safetensors \
+	$(call REL_NETWORK,,); \
+	$(call REL_STAGE,,9,$(FILMEDDATA),) --variant M2+ft --init models/release/stage8/model.safetensors \
 	  --set variants.M2+ft.lr=1.0e-4 --set variants.M2+ft.iters=2500 --set data.identity_fraction=0.93; \
+	$(call REL_NETWORK,$(SNOWSTREAM),--set loss.snow_stream=1.0); \
+	$(BIN)/semivdn ensemble --members models/release/stage9/model.safetensors \
+	  models/release/$(SNOWSTREAM)stage8/model.safetensors --out $(RELEASE_MODEL); \
 	for row in input median3 release; do \
 	  model=$$row; [ $$row = release ] && model=$(RELEASE_MODEL); \
 	  $(BIN)/semivdn evaluate $(REL) --model $$model --name $$row --split test $(RELDATA) \
 	    --truth data/release/real_truth --out reports/release/eval/$$row; \
 	done; \
 	$(BIN)/semivdn release $(REL) --model $(RELEASE_MODEL) \
-	  --train-metrics $(RELSTAGES) --evals reports/release/eval/release \
+	  --train-metrics $(RELSTAGES) --train-metrics $(SNOWSTREAMSTAGES) --evals reports/release/eval/release \
 	  reports/release/eval/input reports/release/eval/median3 --card MODEL_CARD.md; \
 	$(BIN)/semivdn figure --eval reports/release/eval/release --domains real paired --out docs/release.png
 

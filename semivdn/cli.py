@@ -140,8 +140,16 @@ def _release(args: argparse.Namespace, cfg: Config) -> Any:
     from semivdn.release import ASSETS
     from semivdn.release_build import build_release
 
-    return build_release(Path(args.model), [Path(p) for p in args.train_metrics], [Path(p) for p in args.evals],
+    return build_release(Path(args.model), [[Path(p) for p in member] for member in args.train_metrics],
+                         [Path(p) for p in args.evals],
                          cfg, out_dir=Path(args.out) if args.out else ASSETS, card=Path(args.card))
+
+
+def _ensemble(args: argparse.Namespace, cfg: Config) -> Any:
+    from semivdn.models.checkpoint import assemble_ensemble
+
+    return {"checkpoint": str(assemble_ensemble([Path(p) for p in args.members], Path(args.out))),
+            "members": args.members}
 
 
 def _desnow(args: argparse.Namespace, cfg: Config) -> Any:
@@ -270,10 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--domains", nargs="+", default=["real", "paired"], choices=("real", "paired"))
     fig.add_argument("--out", required=True, help="PNG to write")
 
+    ens = command("ensemble", _ensemble, "average the outputs of trained checkpoints of one architecture: "
+                  "one checkpoint that evaluates, registers, ships and desnows like a single network")
+    ens.add_argument("--members", nargs="+", required=True, help="two or more trained checkpoints")
+    ens.add_argument("--out", required=True, help="the ensemble checkpoint to write")
+
     rel = command("release", _release, "ship a trained checkpoint as the release model, with manifest and model card")
     rel.add_argument("--model", required=True, help="the trained checkpoint to ship")
-    rel.add_argument("--train-metrics", nargs="+", required=True,
-                     help="`semivdn train --metrics` files of the stages that made it, in order")
+    rel.add_argument("--train-metrics", nargs="+", required=True, action="append",
+                     help="`semivdn train --metrics` files of the stages that made it, in order; given once per "
+                     "network, in order, for an ensemble")
     rel.add_argument("--evals", nargs="+", required=True, help="`semivdn evaluate` folders the card reports")
     rel.add_argument("--out", help="assets folder (default: the package's semivdn/assets)")
     rel.add_argument("--card", default="MODEL_CARD.md", help="model card to write")

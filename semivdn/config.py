@@ -247,8 +247,10 @@ class Model:
     sr_ratio: int = 4
     beta: float = 1e-8
     decoder_channels: int = 32
+    members: int = 1  # > 1: an output ensemble of that many such networks (`semivdn ensemble`), never trained
 
     def __post_init__(self) -> None:
+        _require(self.members >= 1, "model.members", "must be >= 1")
         _require(self.decoder_channels >= 4, "model.decoder_channels", "must be >= 4")
         _require(1 <= self.encoder_stages <= 4, "model.encoder_stages", "must lie in 1..4")
         _require(self.dim >= 8 and self.dim % self.heads == 0, "model.dim",

@@ -31,11 +31,12 @@ MAX_BYTES = 20 * 1024 * 1024  # shipped in git: at most 20 MB
 SUMMARY_KEYS = ("name", "split", "metrics", "unavailable", "clips", "frames", "interval")  # no local paths or run ids
 
 
-def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Sequence[Path], cfg: Config,
+def build_release(checkpoint: Path, train_metrics: Sequence[Sequence[Path]], eval_dirs: Sequence[Path], cfg: Config,
                   out_dir: Path = ASSETS, card: Path = Path("MODEL_CARD.md")) -> dict[str, Any]:
     """Ship ``checkpoint`` as the release model: copy, hash, manifest, model card.
 
-    ``train_metrics`` are the ``semivdn train --metrics`` files of every stage that produced the
+    ``train_metrics`` holds, per network of the checkpoint (one, or each member of an output
+    ensemble, in order), the ``semivdn train --metrics`` files of every stage that produced its
     weights (warm-up, then fine-tuning), in order; ``eval_dirs`` the ``semivdn evaluate`` outputs
     whose summaries the card reports (the release model and its baselines on the test splits).
     The card also reports do-no-harm, measured here on snow-free clips with the windows of ``cfg``,
@@ -52,7 +53,12 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Se
     snow_free = snow_free_clips()
     do_no_harm = harm(lambda clip: desnow_clip(model, clip, cfg.data.frames_per_clip), snow_free)
     gated_harm = harm(lambda clip: desnow_clip(model, clip, cfg.data.frames_per_clip, gate), snow_free)
-    stages = [json.loads(Path(path).read_text()) for path in train_metrics]
+    members = header.model_config.members
+    if len(train_metrics) != members:
+        raise ValueError(f"{checkpoint} holds {members} network(s) but training metrics were given for "
+                         f"{len(train_metrics)}: pass --train-metrics once per network, in the checkpoint's order")
+    stages = [{**json.loads(Path(path).read_text()), "member": member}
+              for member, paths in enumerate(train_metrics, start=1) for path in paths]
     summaries = {Path(d).name: {key: value for key, value in json.loads((Path(d) / "summary.json").read_text()).items()
                                 if key in SUMMARY_KEYS} for d in eval_dirs}
     manifest = {
@@ -60,8 +66,8 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Path], eval_dirs: Se
         "bytes": size,
         "meta": header.meta,
         "model": dataclasses.asdict(header.model_config),
-        "training": [{key: stage.get(key) for key in ("variant", "iterations", "seconds", "it_per_s", "mlflow_run_id",
-                                                      "recipe")} for stage in stages],
+        "training": [{key: stage.get(key) for key in ("member", "variant", "iterations", "seconds", "it_per_s",
+                                                      "mlflow_run_id", "recipe")} for stage in stages],
         "hardware": {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
                      "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()},  # where it was built
         "evaluation": summaries,
@@ -94,8 +100,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         f"- Architecture: VDN (ConvNeXt `{model.get('encoder')}` encoder, {model.get('num_ptb')} Physics Transformer "
         f"Block(s), d = {model.get('dim')}, Temporal Decoupling Experts: {model.get('tde')}), "
         f"{manifest['bytes'] / 2**20:.1f} MB safetensors, SHA-256 `{manifest['sha256']}` (checked on every load).",
-        f"- Variant `{meta.get('variant')}`, profile `{meta.get('profile')}`, code at git commit "
-        f"`{meta.get('git_commit')}`, training data hash `{meta.get('data_hash')}`.", "",
+        *_provenance(meta, int(model.get("members") or 1)), "",
         "## How it was trained",
         "- Data: the `release` profile of `semivdn data make` — paired clips over bundled photographs and procedural "
         "scenes (landscapes, towns, textures, shapes, interiors; night and low-contrast variants) with per-clip "
@@ -104,7 +109,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "regenerates each data set (a second one films the paired training snow fainter, out of focus and in part "
         "through a noisy, compressing camera: the Makefile's `FILMED`). "
         "No test-split scene is used in training or tuning (splits are disjoint by scene).",
-        *[f"- Stage {i + 1}: `{stage.get('variant')}`, {stage.get('iterations')} iterations, "
+        *[f"- {_stage_name(training, i)}: `{stage.get('variant')}`, {stage.get('iterations')} iterations, "
           f"{float(stage.get('seconds') or 0) / 60:.1f} min at {stage.get('it_per_s')} it/s{_recipe(stage)}"
           for i, stage in enumerate(training)],
         f"- Evaluated and packaged on {manifest['hardware']['processor']}, {manifest['hardware']['cpu_count']} CPU "
@@ -138,6 +143,27 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "per their documentation) and procedural scenes painted by the project.", "",
     ]
     return "\n".join(lines)
+
+
+def _provenance(meta: dict[str, Any], members: int) -> list[str]:
+    """Variant, profile, code and data of the network, or of each member of an output ensemble."""
+    if members == 1:
+        return [f"- Variant `{meta.get('variant')}`, profile `{meta.get('profile')}`, code at git commit "
+                f"`{meta.get('git_commit')}`, training data hash `{meta.get('data_hash')}`."]
+    return [f"- An output ensemble of {members} such networks, trained separately (the stages below): it "
+            f"restores with the mean of their outputs (`semivdn ensemble`, `semivdn/models/ensemble.py`), at "
+            f"{members}× the cost of one.",
+            *[f"- Member {i}: variant `{member.get('variant')}`, profile `{member.get('profile')}`, SHA-256 "
+              f"`{str(member.get('sha256'))[:12]}…`, code at git commit `{member.get('git_commit')}`, training data "
+              f"hash `{member.get('data_hash')}`." for i, member in enumerate(meta.get("members", []), start=1)]]
+
+
+def _stage_name(training: list[dict[str, Any]], index: int) -> str:
+    """"Stage 3", or "Member 2, stage 3" when the stages belong to several networks."""
+    member = training[index].get("member") or 1
+    number = sum(1 for stage in training[: index + 1] if (stage.get("member") or 1) == member)
+    several = any((stage.get("member") or 1) != 1 for stage in training)
+    return f"Member {member}, stage {number}" if several else f"Stage {number}"
 
 
 def _recipe(stage: dict[str, Any]) -> str:

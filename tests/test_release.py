@@ -19,7 +19,7 @@ from semivdn.config import Config, Model, load_config
 from semivdn.data.video import FrameReader, FrameWriter
 from semivdn.eval.specs import PER_CLIP_FILE
 from semivdn.models import create_model, save_checkpoint
-from semivdn.models.checkpoint import CheckpointError
+from semivdn.models.checkpoint import CheckpointError, assemble_ensemble
 from semivdn.registry import default_model_ref, resolve_checkpoint, seed_champion
 from semivdn.release import CHECKPOINT_NAME, MANIFEST_NAME, release_checkpoint
 from semivdn.release_build import build_release
@@ -51,7 +51,7 @@ def shipped(tmp_path: Path) -> tuple[Path, Path]:
         pd.DataFrame({"clip_id": [f"real/test/clip_{i:03d}" for i in range(3)], "source": "real", "frames": 5,
                       "truth": True, "psnr": clip_psnr[name]}).to_csv(tmp_path / "eval" / name / PER_CLIP_FILE)
     assets, card = tmp_path / "assets", tmp_path / "MODEL_CARD.md"
-    build_release(checkpoint, [warmup, train], [tmp_path / "eval" / name for name in scores],
+    build_release(checkpoint, [[warmup, train]], [tmp_path / "eval" / name for name in scores],
                   load_config(PARAMS, "smoke"), out_dir=assets, card=card)
     return assets, card
 
@@ -75,6 +75,27 @@ def test_build_release_ships_a_hash_checked_checkpoint_and_a_card(shipped: tuple
     assert harm["min_psnr_vs_input_db"] == min(s["psnr_vs_input_db"] for s in harm["per_clip"].values())
     assert harm["meets_bar"] == (harm["min_psnr_vs_input_db"] >= 32 and harm["max_abs_luminance_change"] <= 0.02)
     assert "## Do no harm" in text and f"{harm['min_psnr_vs_input_db']:.1f} dB" in text
+
+
+def test_an_ensemble_release_names_each_member_and_its_stages(tmp_path: Path) -> None:
+    members = []
+    for seed, commit in ((0, "aaa111"), (1, "bbb222")):
+        torch.manual_seed(seed)
+        members.append(save_checkpoint(tmp_path / f"m{seed}.safetensors", create_model(TINY_MODEL), TINY_MODEL,
+                                       meta={"variant": "M2+ft", "profile": "release", "git_commit": commit}))
+    ensemble = assemble_ensemble(members, tmp_path / "ensemble.safetensors")
+    stage = tmp_path / "stage.json"
+    stage.write_text(json.dumps({"variant": "M2+ft", "iterations": 10, "seconds": 60.0, "it_per_s": 0.167}))
+    cfg = load_config(PARAMS, "smoke")
+    with pytest.raises(ValueError, match="holds 2 network"):
+        build_release(ensemble, [[stage]], [], cfg, out_dir=tmp_path / "assets", card=tmp_path / "card.md")
+    build_release(ensemble, [[stage, stage], [stage]], [], cfg, out_dir=tmp_path / "assets", card=tmp_path / "card.md")
+    text = (tmp_path / "card.md").read_text()
+    assert "An output ensemble of 2 such networks" in text
+    assert "Member 1: variant `M2+ft`" in text and "`aaa111`" in text and "`bbb222`" in text
+    assert [line.split(":")[0] for line in text.splitlines() if line.startswith("- Member") and "stage" in line] == [
+        "- Member 1, stage 1", "- Member 1, stage 2", "- Member 2, stage 1"]
+    assert release_checkpoint(tmp_path / "assets").is_file()
 
 
 def test_tampered_or_missing_release_model_is_a_clear_error(shipped: tuple[Path, Path], tmp_path: Path) -> None:

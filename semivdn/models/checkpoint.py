@@ -23,6 +23,7 @@ from torch import nn
 
 from semivdn.config import ConfigError, Model, config_from_dict
 from semivdn.models.builder import create_model
+from semivdn.weights import sha256_file
 
 FORMAT = "semivdn-checkpoint"
 FORMAT_VERSION = 1
@@ -160,3 +161,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model = _build(path, model_cfg, "cpu")
     model.load_state_dict(_read_tensors(path, map_location), strict=True)
     return model.to(map_location).eval(), header.meta
+
+
+def assemble_ensemble(members: list[Path], out: Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write an output ensemble of the trained checkpoints ``members`` (one architecture) to ``out``.
+
+    Its meta records each member's file hash and meta (their provenance: variant, data, commit,
+    MLflow run), and the first member's variant and profile, which the registry's tags read.
+    """
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least two member checkpoints, got {len(members)}")
+    headers = [read_checkpoint_header(path) for path in members]
+    configs = {json.dumps(dataclasses.asdict(header.model_config), sort_keys=True) for header in headers}
+    if len(configs) > 1 or headers[0].model_config.members != 1:
+        raise CheckpointError(f"ensemble members must be single networks of one architecture; got "
+                              f"{[dataclasses.asdict(h.model_config) for h in headers]}")
+    networks = [load_checkpoint(path)[0] for path in members]
+    model_cfg = dataclasses.replace(headers[0].model_config, members=len(members))
+    ensemble = _build(out, model_cfg, "cpu")
+    for slot, network in zip(ensemble.members, networks, strict=True):
+        slot.load_state_dict(network.state_dict(), strict=True)
+    first = headers[0].meta
+    ensemble_meta = {"variant": first.get("variant"), "profile": first.get("profile"), **(meta or {}),
+                     "members": [{"checkpoint": str(path), "sha256": sha256_file(path), **header.meta}
+                                 for path, header in zip(members, headers, strict=True)]}
+    return save_checkpoint(out, ensemble, model_cfg, ensemble_meta)

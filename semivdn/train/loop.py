@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from semivdn.config import Config, Variant
+from semivdn.config import Config, ConfigError, Variant
 from semivdn.data.datasets import WindowDataset, clip_refs, load_manifest, read_clip, window_loader
 from semivdn.devices import describe_device, resolve_device
 from semivdn.eval.metrics import Metric, create_metric
@@ -132,6 +132,9 @@ class Trainer:
         self.variant_name = variant_name
         self.variant: Variant = cfg.variant(variant_name)
         self.model_cfg = cfg.model_for(variant_name)
+        if self.model_cfg.members != 1:
+            raise ConfigError(f"model.members={self.model_cfg.members}: an ensemble is assembled from trained "
+                              "checkpoints (`semivdn ensemble`), not trained; train its members one by one")
         self.device = device
         self.dist = dist_ctx
         torch.manual_seed(cfg.seed)
