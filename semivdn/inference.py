@@ -296,8 +296,9 @@ def desnow_video(cfg: Config, input: str, output: str, model_ref: str, device: s
     _check_args(source, target, tile, cfg.inference.tile_overlap, overwrite)
     resolve_device(device)
     model, meta = load_model_ref(model_ref, cfg)
-    log.info("desnowing %s with %s (%s, checkpoint %s) on %s", source, model_ref,
-             meta.get("variant", "unknown variant"), meta["checkpoint_sha256"][:12], device)
+    members = f", an ensemble of {len(meta['members'])} networks" if meta.get("members") else ""
+    log.info("desnowing %s with %s (%s%s, checkpoint %s) on %s", source, model_ref,
+             meta.get("variant", "unknown variant"), members, meta["checkpoint_sha256"][:12], device)
     known_total = len(list_frame_files(source)) if source.is_dir() else None
     frame_gates = _video_gates(source, cfg.inference.snow_gate, known_total)
     held_inputs: deque[np.ndarray] = deque()

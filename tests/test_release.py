@@ -159,6 +159,8 @@ def test_fresh_clone_desnows_an_mp4_with_the_release_model(tmp_path: Path) -> No
     done = subprocess.run([sys.executable, "-m", "semivdn.cli", "desnow", "snowy.mp4", "-o", "clean.mp4"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert "using the release model" in done.stderr
+    members = json.loads((release_checkpoint().parent / MANIFEST_NAME).read_text())["meta"].get("members")
+    assert (f"an ensemble of {len(members)} networks" in done.stderr) == bool(members)  # says what it runs
     assert json.loads(done.stdout)["frames"] == 6 and not (tmp_path / "mlruns.db").exists()
     with FrameReader(tmp_path / "clean.mp4") as reader:
         assert sum(1 for _ in reader) == 6

@@ -163,7 +163,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return model.to(map_location).eval(), header.meta
 
 
-def assemble_ensemble(members: list[Path], out: Path, meta: dict[str, Any] | None = None) -> Path:
+def assemble_ensemble(members: list[Path], out: Path) -> Path:
     """Write an output ensemble of the trained checkpoints ``members`` (one architecture) to ``out``.
 
     Its meta records each member's file hash and meta (their provenance: variant, data, commit,
@@ -182,7 +182,7 @@ def assemble_ensemble(members: list[Path], out: Path, meta: dict[str, Any] | Non
     for slot, network in zip(ensemble.members, networks, strict=True):
         slot.load_state_dict(network.state_dict(), strict=True)
     first = headers[0].meta
-    ensemble_meta = {"variant": first.get("variant"), "profile": first.get("profile"), **(meta or {}),
+    ensemble_meta = {"variant": first.get("variant"), "profile": first.get("profile"),
                      "members": [{"checkpoint": str(path), "sha256": sha256_file(path), **header.meta}
                                  for path, header in zip(members, headers, strict=True)]}
     return save_checkpoint(out, ensemble, model_cfg, ensemble_meta)
