@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ def build_release(checkpoint: Path, train_metrics: Sequence[Sequence[Path]], eva
 def render_model_card(manifest: dict[str, Any]) -> str:
     """MODEL_CARD.md: what the model is, how it was made, how well it does (with intervals), its limits."""
     meta, model = manifest["meta"], manifest["model"]
+    members = int(model.get("members") or 1)
     training = manifest["training"]
     hours = sum(float(stage.get("seconds") or 0.0) for stage in training) / 3600
     lines = [
@@ -100,7 +102,7 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         f"- Architecture: VDN (ConvNeXt `{model.get('encoder')}` encoder, {model.get('num_ptb')} Physics Transformer "
         f"Block(s), d = {model.get('dim')}, Temporal Decoupling Experts: {model.get('tde')}), "
         f"{manifest['bytes'] / 2**20:.1f} MB safetensors, SHA-256 `{manifest['sha256']}` (checked on every load).",
-        *_provenance(meta, int(model.get("members") or 1)), "",
+        *_provenance(meta, members), "",
         "## How it was trained",
         "- Data: the `release` profile of `semivdn data make` — paired clips over bundled photographs and procedural "
         "scenes (landscapes, towns, textures, shapes, interiors; night and low-contrast variants) with per-clip "
@@ -109,9 +111,9 @@ def render_model_card(manifest: dict[str, Any]) -> str:
         "regenerates each data set (a second one films the paired training snow fainter, out of focus and in part "
         "through a noisy, compressing camera: the Makefile's `FILMED`). "
         "No test-split scene is used in training or tuning (splits are disjoint by scene).",
-        *[f"- {_stage_name(training, i)}: `{stage.get('variant')}`, {stage.get('iterations')} iterations, "
+        *[f"- {name}: `{stage.get('variant')}`, {stage.get('iterations')} iterations, "
           f"{float(stage.get('seconds') or 0) / 60:.1f} min at {stage.get('it_per_s')} it/s{_recipe(stage)}"
-          for i, stage in enumerate(training)],
+          for name, stage in zip(_stage_names(training, members), training, strict=True)],
         f"- Evaluated and packaged on {manifest['hardware']['processor']}, {manifest['hardware']['cpu_count']} CPU "
         f"cores, CUDA {'yes' if manifest['hardware']['cuda'] else 'no'}; {hours:.2f} h of training in all.", "",
         "## How well it does",
@@ -158,12 +160,15 @@ def _provenance(meta: dict[str, Any], members: int) -> list[str]:
               f"hash `{member.get('data_hash')}`." for i, member in enumerate(meta.get("members", []), start=1)]]
 
 
-def _stage_name(training: list[dict[str, Any]], index: int) -> str:
-    """"Stage 3", or "Member 2, stage 3" when the stages belong to several networks."""
-    member = training[index].get("member") or 1
-    number = sum(1 for stage in training[: index + 1] if (stage.get("member") or 1) == member)
-    several = any((stage.get("member") or 1) != 1 for stage in training)
-    return f"Member {member}, stage {number}" if several else f"Stage {number}"
+def _stage_names(training: list[dict[str, Any]], members: int) -> list[str]:
+    """"Stage 3" per stage, or "Member 2, stage 3" when the stages belong to an ensemble's networks."""
+    counts: Counter[int] = Counter()
+    names = []
+    for stage in training:
+        member = stage.get("member") or 1
+        counts[member] += 1
+        names.append(f"Member {member}, stage {counts[member]}" if members > 1 else f"Stage {counts[member]}")
+    return names
 
 
 def _recipe(stage: dict[str, Any]) -> str:

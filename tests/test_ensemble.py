@@ -42,7 +42,7 @@ def test_the_ensemble_restores_the_mean_of_its_members(members, tmp_path) -> Non
     ensemble, meta = load_checkpoint(path)
     networks = [load_checkpoint(p)[0] for p in members]
     assert isinstance(ensemble, OutputEnsemble) and len(ensemble.members) == 2
-    clip = torch.rand(2, 3, 3, 37, 53)
+    clip = torch.rand(2, 3, 3, 37, 53, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         outputs = [network(clip) for network in networks]
         combined = ensemble(clip)
@@ -51,7 +51,7 @@ def test_the_ensemble_restores_the_mean_of_its_members(members, tmp_path) -> Non
         torch.testing.assert_close(getattr(combined, name), (getattr(outputs[0], name) + getattr(outputs[1], name)) / 2)
     # the streaming path (features encoded once, reused by every window) gives the same mean; mid-grey
     # frames keep every member's output inside [0, 1], where desnow_clip's clamp is the identity
-    video = 0.3 + 0.4 * torch.rand(7, 3, 40, 48)
+    video = 0.3 + 0.4 * torch.rand(7, 3, 40, 48, generator=torch.Generator().manual_seed(2))
     alone = [desnow_clip(network, video, 3) for network in networks]
     assert all(out.min() > 0 and out.max() < 1 for out in alone)
     torch.testing.assert_close(desnow_clip(ensemble, video, 3), (alone[0] + alone[1]) / 2, atol=2e-6, rtol=0)

@@ -23,6 +23,7 @@ from torch import nn
 
 from semivdn.config import ConfigError, Model, config_from_dict
 from semivdn.models.builder import create_model
+from semivdn.models.ensemble import OutputEnsemble
 from semivdn.weights import sha256_file
 
 FORMAT = "semivdn-checkpoint"
@@ -176,11 +177,8 @@ def assemble_ensemble(members: list[Path], out: Path) -> Path:
     if len(configs) > 1 or headers[0].model_config.members != 1:
         raise CheckpointError(f"ensemble members must be single networks of one architecture; got "
                               f"{[dataclasses.asdict(h.model_config) for h in headers]}")
-    networks = [load_checkpoint(path)[0] for path in members]
+    ensemble = OutputEnsemble([load_checkpoint(path)[0] for path in members])
     model_cfg = dataclasses.replace(headers[0].model_config, members=len(members))
-    ensemble = _build(out, model_cfg, "cpu")
-    for slot, network in zip(ensemble.members, networks, strict=True):
-        slot.load_state_dict(network.state_dict(), strict=True)
     first = headers[0].meta
     ensemble_meta = {"variant": first.get("variant"), "profile": first.get("profile"),
                      "members": [{"checkpoint": str(path), "sha256": sha256_file(path), **header.meta}
